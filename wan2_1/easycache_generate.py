@@ -379,6 +379,8 @@ class WanEasyCache:
     """The cache on one Wan pipeline: wraps ``pipe.model``'s forward and ``pipe.generate``."""
 
     def __init__(self, pipe, threshold: float = 0.05, warmup_steps: int = 10, enabled: bool = True):
+        if getattr(pipe, "_easycache", None) is not None:
+            raise RuntimeError("EasyCache is already enabled on this pipeline; call disable() first")
         self.pipe = pipe
         parameters = inspect.signature(pipe.generate).parameters
         if "sampling_steps" not in parameters:
@@ -392,6 +394,7 @@ class WanEasyCache:
         self._had_instance_generate = "generate" in pipe.__dict__
         self.inner_generate = pipe.generate
         pipe.generate = self._generate
+        pipe._easycache = self
         self.generate_seconds = 0.0
 
     def _generate(self, *args, **kwargs):
@@ -420,6 +423,7 @@ class WanEasyCache:
             self.pipe.generate = self.inner_generate
         else:
             del self.pipe.generate
+        self.pipe._easycache = None
 
 
 def enable_easycache(pipe, threshold: float = 0.05, warmup_steps: int = 10,
