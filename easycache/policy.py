@@ -70,6 +70,10 @@ class EasyCachePolicy:
         self.warmup_steps = int(warmup_steps)
         self.start_video(num_steps=0)
 
+    @property
+    def settings(self) -> dict:
+        return {"threshold": self.threshold, "warmup_steps": self.warmup_steps}
+
     def start_video(self, num_steps: int) -> None:
         """Forget everything from the previous video."""
         self.num_steps = num_steps

@@ -83,18 +83,21 @@ class CachedForward:
                 raise RuntimeError(
                     f"the DiT was called more than {self.num_steps} steps x "
                     f"{len(self.branches)} branches in one video")
-            if branch == 0:
-                self.policy.decide(step, x, agree=lambda wants: agree_across_ranks(wants, x[0].device))
-            computed = self.policy.decisions[-1].compute
-            if computed:
-                result = self.inner_forward(*args, **kwargs)
-                self.policy.record_computed(branch, x, self.outputs_of(result))
-            else:
-                result = self.make_output(self.policy.reuse(branch, x), args, kwargs)
+            result, computed = self._cached_call(step, branch, x, args, kwargs)
         _synchronize(x)
         self.dit_seconds += time.perf_counter() - started
         self.calls.append({"step": step, "branch": self.branches[branch], "computed": computed})
         return result
+
+    def _cached_call(self, step, branch, x, args, kwargs):
+        """Whole-model caching: decide on branch 0, then run the model or reuse x + delta."""
+        if branch == 0:
+            self.policy.decide(step, x, agree=lambda wants: agree_across_ranks(wants, x[0].device))
+        if self.policy.decisions[-1].compute:
+            result = self.inner_forward(*args, **kwargs)
+            self.policy.record_computed(branch, x, self.outputs_of(result))
+            return result, True
+        return self.make_output(self.policy.reuse(branch, x), args, kwargs), False
 
     def report(self) -> dict:
         """Counts, timings and the per-step, per-branch record of the last video."""

@@ -44,6 +44,11 @@ def test_real_t2v_pipeline_both_solvers():
     assert "unipc computed" in out and "dpm++ computed" in out
 
 
+def test_real_t2v_pipeline_teacache():
+    out = run_check("teacache")
+    assert "teacache e computed" in out and "teacache ret computed" in out
+
+
 def test_real_i2v_pipeline():
     assert "i2v computed" in run_check("i2v")
 

@@ -160,6 +160,25 @@ def check_t2v(gen, script):
               f"rel. L1 to baseline {((cached - baseline).abs().mean() / baseline.abs().mean()).item():.4f}")
 
 
+def check_teacache(gen, script):
+    """TeaCache's block-stack hook inside the real WanModel.forward, both indicator variants."""
+    identity = [1.0, 0.0]
+    baseline = t2v(tiny_pipeline(gen), "unipc")
+    pipe = tiny_pipeline(gen)
+    cache = script.enable_teacache(pipe, 0.0, identity)
+    assert torch.equal(t2v(pipe, "unipc"), baseline)
+    for use_ret_steps in (False, True):
+        pipe = tiny_pipeline(gen)
+        runs = []
+        pipe.model.blocks[0].register_forward_pre_hook(lambda module, args: runs.append(1))
+        cache = script.enable_teacache(pipe, 3.0, identity, use_ret_steps=use_ret_steps)
+        t2v(pipe, "unipc")
+        report = cache.report()
+        assert len(runs) == report["dit_calls_computed"] < report["dit_calls_total"] == 2 * STEPS, \
+            (len(runs), report["dit_calls_computed"])
+        print("teacache", "ret" if use_ret_steps else "e", f"computed {len(runs)}/{2 * STEPS}")
+
+
 def check_i2v(gen, script):
     from PIL import Image
     pipe = tiny_pipeline(gen, "WanI2V", "i2v-14B")

@@ -24,7 +24,7 @@ import torch.distributed as dist
 from tqdm import tqdm
 
 from .distributed.fsdp import shard_model
-from .distributed.xdit_context_parallel import usp_dit_forward
+from .distributed.xdit_context_parallel import usp_attn_forward, usp_dit_forward
 from .modules.model import VaceWanModel, WanModel
 
 TEXT_LEN, TEXT_DIM, CLIP_TOKENS, CLIP_DIM = 8, 16, 4, 8
@@ -92,6 +92,8 @@ class _Pipeline:
                                           out_dim=config.z_dim, **self.model_kwargs)
         self.model.eval().requires_grad_(False)
         if use_usp:
+            for block in self.model.blocks:
+                block.self_attn.forward = types.MethodType(usp_attn_forward, block.self_attn)
             self.model.forward = types.MethodType(usp_dit_forward, self.model)
             self.sp_size = dist.get_world_size()
         else:

@@ -29,14 +29,32 @@ def attention(q, k, v):
     return out.transpose(1, 2)
 
 
+class SelfAttention(nn.Module):
+    """Sequence parallel replaces this module's forward on the instance (as Wan2.1 does)."""
+
+    def __init__(self, dim, num_heads):
+        super().__init__()
+        self.num_heads = num_heads
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.o = nn.Linear(dim, dim)
+
+    def heads(self, x):
+        return x.unflatten(-1, (self.num_heads, -1))
+
+    def forward(self, x, seq_lens, grid_sizes, freqs):
+        q, k, v = self.qkv(x).chunk(3, dim=-1)
+        return self.o(attention(self.heads(q), self.heads(k), self.heads(v)).flatten(2))
+
+
 class Block(nn.Module):
+    """Called as Wan2.1's blocks are: ``block(x, e=e0, seq_lens=..., grid_sizes=..., freqs=...,
+    context=..., context_lens=...)``."""
 
     def __init__(self, dim, num_heads):
         super().__init__()
         self.num_heads = num_heads
         self.norm1 = nn.LayerNorm(dim, elementwise_affine=False)
-        self.qkv = nn.Linear(dim, 3 * dim)
-        self.o = nn.Linear(dim, dim)
+        self.self_attn = SelfAttention(dim, num_heads)
         self.norm2 = nn.LayerNorm(dim)
         self.cross_q = nn.Linear(dim, dim)
         self.cross_kv = nn.Linear(dim, 2 * dim)
@@ -48,14 +66,9 @@ class Block(nn.Module):
     def heads(self, x):
         return x.unflatten(-1, (self.num_heads, -1))
 
-    def forward(self, x, e, context, gather_tokens=None):
-        """``gather_tokens`` (sequence parallel) turns this rank's token shard into all tokens."""
+    def forward(self, x, e, seq_lens, grid_sizes, freqs, context, context_lens):
         shift1, scale1, gate1, shift2, scale2, gate2 = (self.modulation + e).chunk(6, dim=1)
-        h = self.norm1(x) * (1 + scale1) + shift1
-        q, k, v = self.qkv(h).chunk(3, dim=-1)
-        if gather_tokens is not None:
-            k, v = gather_tokens(k), gather_tokens(v)
-        x = x + gate1 * self.o(attention(self.heads(q), self.heads(k), self.heads(v)).flatten(2))
+        x = x + gate1 * self.self_attn(self.norm1(x) * (1 + scale1) + shift1, seq_lens, grid_sizes, freqs)
         ck, cv = self.cross_kv(context).chunk(2, dim=-1)
         h = self.norm2(x)
         x = x + self.cross_o(attention(self.heads(self.cross_q(h)), self.heads(ck), self.heads(cv)).flatten(2))
@@ -84,14 +97,15 @@ class WanModel(nn.Module):
             self.vace_patch_embedding = nn.Conv3d(vace_dim, dim, kernel_size=patch_size, stride=patch_size)
 
     def embed(self, x, t, context, seq_len, clip_fea=None, y=None, vace_context=None, vace_context_scale=1.0):
-        """Tokens [B, seq_len, dim] (zero-padded), their grids, time modulation, context."""
+        """Tokens [B, seq_len, dim] (zero-padded), the time embedding e, and the blocks' kwargs."""
         if y is not None:
             x = [torch.cat([u, v], dim=0) for u, v in zip(x, y)]
         x = [self.patch_embedding(u.unsqueeze(0)) for u in x]
         if vace_context is not None:
             x = [u + vace_context_scale * self.vace_patch_embedding(c.unsqueeze(0)) for u, c in zip(x, vace_context)]
-        grid_sizes = [u.shape[2:] for u in x]
+        grid_sizes = torch.stack([torch.tensor(u.shape[2:], dtype=torch.long) for u in x])
         x = [u.flatten(2).transpose(1, 2) for u in x]
+        seq_lens = torch.tensor([u.size(1) for u in x], dtype=torch.long)
         assert max(u.size(1) for u in x) <= seq_len
         x = torch.cat([torch.cat([u, u.new_zeros(1, seq_len - u.size(1), u.size(2))], dim=1) for u in x])
         e = self.time_embedding(sinusoidal_embedding_1d(self.freq_dim, t))
@@ -99,12 +113,13 @@ class WanModel(nn.Module):
         context = self.text_embedding(torch.stack(context))
         if clip_fea is not None:
             context = torch.cat([self.img_emb(clip_fea), context], dim=1)
-        return x, grid_sizes, e, e0, context
+        kwargs = dict(e=e0, seq_lens=seq_lens, grid_sizes=grid_sizes, freqs=None, context=context, context_lens=None)
+        return x, e, kwargs
 
     def unpatchify(self, x, grid_sizes):
         out = []
         pf, ph, pw = self.patch_size
-        for u, (f, h, w) in zip(x, grid_sizes):
+        for u, (f, h, w) in zip(x, grid_sizes.tolist()):
             u = u[:f * h * w].view(f, h, w, pf, ph, pw, self.out_dim)
             out.append(torch.einsum("fhwpqrc->cfphqwr", u).reshape(self.out_dim, f * pf, h * ph, w * pw))
         return out
@@ -114,10 +129,10 @@ class WanModel(nn.Module):
         return [u.float() for u in self.unpatchify(x, grid_sizes)]
 
     def forward(self, x, t, context, seq_len, clip_fea=None, y=None):
-        x, grid_sizes, e, e0, context = self.embed(x, t, context, seq_len, clip_fea, y)
+        x, e, kwargs = self.embed(x, t, context, seq_len, clip_fea, y)
         for block in self.blocks:
-            x = block(x, e0, context)
-        return self.finish(x, e, grid_sizes)
+            x = block(x, **kwargs)
+        return self.finish(x, e, kwargs["grid_sizes"])
 
 
 class VaceWanModel(WanModel):
@@ -128,8 +143,8 @@ class VaceWanModel(WanModel):
         super().__init__(model_type="vace", vace_dim=vace_dim, **kwargs)
 
     def forward(self, x, t, vace_context, context, seq_len, vace_context_scale=1.0, clip_fea=None, y=None):
-        x, grid_sizes, e, e0, context = self.embed(
+        x, e, kwargs = self.embed(
             x, t, context, seq_len, vace_context=vace_context, vace_context_scale=vace_context_scale)
         for block in self.blocks:
-            x = block(x, e0, context)
-        return self.finish(x, e, grid_sizes)
+            x = block(x, **kwargs)
+        return self.finish(x, e, kwargs["grid_sizes"])
