@@ -1,15 +1,16 @@
-"""Block-stack caching (TeaCache-style): the model's forward always runs (embeddings,
-head), but its loop over the transformer blocks runs the whole stack or replays the
-stack's cached residual ``after - before`` in token space.
+"""Block-level caching (TeaCache, the delta cache): the model's forward always runs
+(embeddings, head), but its loop over the transformer blocks runs or replays segments of
+blocks, each replayed as ``input + cached delta`` in token space.
 
-Upstream forwards iterate ``for block in self.blocks: x = block(x, **kwargs)``. Instead
-of copying those forwards (which differ under sequence parallel), the block list's class
-is swapped on the instance for one whose iteration yields a single stack runner. So it
-works inside whatever forward the instance has, on each rank's token shard, and under
-FSDP (blocks keep their modules and parameters; only iteration changes).
+Upstream forwards iterate ``for block in self.blocks: x = block(x, **kwargs)``. Instead of
+copying those forwards (which differ under sequence parallel), the block list's class is
+swapped on the instance for one whose iteration yields one runner per segment. So it works
+inside whatever forward the instance has, on each rank's token shard, and under FSDP
+(blocks keep their modules and parameters; only iteration changes).
 """
 
-from typing import Callable, List, Optional
+import functools
+from typing import Callable, List, Optional, Sequence, Tuple
 
 import torch
 
@@ -19,37 +20,45 @@ _HOOKED_CLASSES = {}
 
 
 def _hooked_class(cls):
-    """``cls`` whose iteration yields the instance's stack runner."""
+    """``cls`` whose iteration yields the instance's segment runners."""
     if cls not in _HOOKED_CLASSES:
         def __iter__(self):
-            return iter((self.__dict__["_stack_runner"],))
-        _HOOKED_CLASSES[cls] = type(f"StackCached{cls.__name__}", (cls,), {"__iter__": __iter__})
+            return iter(self.__dict__["_segment_runners"])
+        _HOOKED_CLASSES[cls] = type(f"Cached{cls.__name__}", (cls,), {"__iter__": __iter__})
     return _HOOKED_CLASSES[cls]
 
 
 class CachedBlockStack(CachedForward):
-    """CachedForward whose decisions act on the block stack ``blocks``.
+    """CachedForward whose decisions act on segments of the block list ``blocks``.
 
-    ``indicator_of(x_tokens, block_kwargs)`` gives the policy's decision input on the
-    decision branch (e.g. the timestep embedding); the policy's ``record_computed`` /
-    ``reuse`` receive the stack's input and output tokens.
+    ``segments``: ``[(start, end, cached)]`` covering the blocks (default: the whole stack,
+    cached). Cached segments run on computed steps (their delta is stored under the key
+    ``(branch, segment)``) and replay it on the others; uncached ones always run.
+    ``indicator_of(tokens, block_kwargs)`` gives the decision input on the decision branch.
     """
 
     def __init__(self, module: torch.nn.Module, blocks: torch.nn.ModuleList, policy, branches,
-                 inputs_of, indicator_of: Callable[[torch.Tensor, dict], List[torch.Tensor]]):
+                 inputs_of, indicator_of: Callable[[torch.Tensor, dict], List[torch.Tensor]] = lambda t, k: None,
+                 segments: Optional[Sequence[Tuple[int, int, bool]]] = None):
         super().__init__(module, policy, branches, inputs_of, outputs_of=None, make_output=None)
         self.blocks = blocks
         self.indicator_of = indicator_of
+        self.segments = list(segments) if segments is not None else [(0, len(blocks), True)]
         self._call_state: Optional[tuple] = None
         if policy is not None:
-            blocks.__dict__["_stack_runner"] = self._run_stack
+            runners = [functools.partial(self._run_segment, i) for i in range(len(self.segments))]
+            blocks.__dict__["_segment_runners"] = runners
             blocks.__class__ = _hooked_class(type(blocks))
 
     def disable(self) -> None:
-        if "_stack_runner" in self.blocks.__dict__:
+        if "_segment_runners" in self.blocks.__dict__:
             self.blocks.__class__ = type(self.blocks).__mro__[1]
-            del self.blocks.__dict__["_stack_runner"]
+            del self.blocks.__dict__["_segment_runners"]
         super().disable()
+
+    def start_video(self, num_steps: int) -> None:
+        super().start_video(num_steps)
+        self.blocks_run = 0
 
     def _cached_call(self, step, branch, x, args, kwargs):
         self._call_state = (step, branch)
@@ -59,21 +68,34 @@ class CachedBlockStack(CachedForward):
             self._call_state = None
         return result, self.policy.decisions[-1].compute
 
-    def _run_stack(self, tokens, **block_kwargs):
-        if self._call_state is None:  # the stack used outside a counted call: plain run
-            return self._run_blocks(tokens, block_kwargs)
+    def _run_segment(self, index, tokens, **block_kwargs):
+        start, end, cached = self.segments[index]
+        if self._call_state is None:  # the blocks used outside a counted call: plain run
+            return self._run_blocks(start, end, tokens, block_kwargs)
         step, branch = self._call_state
-        if branch == 0:
+        if index == 0 and branch == 0:
             indicator = self.indicator_of(tokens, block_kwargs)
             self.policy.decide(step, indicator, agree=lambda wants: agree_across_ranks(wants, tokens.device))
+        if not cached:
+            return self._run_blocks(start, end, tokens, block_kwargs)
         if self.policy.decisions[-1].compute:
             before = tokens.clone()
-            tokens = self._run_blocks(tokens, block_kwargs)
-            self.policy.record_computed(branch, [before], [tokens])
+            tokens = self._run_blocks(start, end, tokens, block_kwargs)
+            self.policy.record_computed((branch, index), [before], [tokens])
             return tokens
-        return self.policy.reuse(branch, [tokens])[0]
+        return self.policy.reuse((branch, index), [tokens])[0]
 
-    def _run_blocks(self, tokens, block_kwargs):
-        for block in torch.nn.ModuleList.__iter__(self.blocks):
-            tokens = block(tokens, **block_kwargs)
+    def _run_blocks(self, start, end, tokens, block_kwargs):
+        for i in range(start, end):
+            tokens = self.blocks[i](tokens, **block_kwargs)
+        if self._call_state is not None:
+            self.blocks_run += end - start
         return tokens
+
+    def report(self) -> dict:
+        report = super().report()
+        total = len(self.calls) * len(self.blocks)
+        # embeddings and head always run: the block work is what a reused segment saves
+        report.update(blocks_run=self.blocks_run, blocks_total=total,
+                      ideal_speedup=total / self.blocks_run if self.blocks_run else None)
+        return report

@@ -167,8 +167,12 @@ def format_report(report: dict) -> str:
     lines = []
     computed, total = report["dit_calls_computed"], report["dit_calls_total"]
     speedup = report["ideal_speedup"]
-    lines.append(f"  DiT calls computed: {computed}/{total}"
-                 + (f"  (ideal speed-up {speedup:.2f}x)" if speedup else ""))
+    ideal = f"  (ideal speed-up {speedup:.2f}x)" if speedup else ""
+    if "blocks_run" in report:  # block-level caching: the model runs, some blocks are replayed
+        lines.append(f"  DiT calls with every block computed: {computed}/{total}")
+        lines.append(f"  transformer blocks run: {report['blocks_run']}/{report['blocks_total']}{ideal}")
+    else:
+        lines.append(f"  DiT calls computed: {computed}/{total}{ideal}")
     if total != report["dit_calls_expected"] and report["num_steps"]:
         lines.append(f"  warning: expected {report['dit_calls_expected']} DiT calls "
                      f"({report['num_steps']} steps), saw {total}")

@@ -84,7 +84,7 @@ class TeaCachePolicy:
             forced = "warmup"
         elif self.force_last and step >= self.num_steps - 1:
             forced = "last"
-        elif self.prev_indicator is None or 0 not in self.residuals:
+        elif self.prev_indicator is None or not self.residuals:
             forced = "no-statistic"
         eps = None
         if forced is None:

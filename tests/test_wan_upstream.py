@@ -49,6 +49,10 @@ def test_real_t2v_pipeline_teacache():
     assert "teacache e computed" in out and "teacache ret computed" in out
 
 
+def test_real_t2v_pipeline_deltacache():
+    assert "deltacache blocks run" in run_check("deltacache")
+
+
 def test_real_i2v_pipeline():
     assert "i2v computed" in run_check("i2v")
 

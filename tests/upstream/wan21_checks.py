@@ -179,6 +179,25 @@ def check_teacache(gen, script):
         print("teacache", "ret" if use_ret_steps else "e", f"computed {len(runs)}/{2 * STEPS}")
 
 
+def check_deltacache(gen, script):
+    """The delta cache's segments inside the real WanModel.forward."""
+    baseline = t2v(tiny_pipeline(gen), "unipc")
+    pipe = tiny_pipeline(gen)
+    script.enable_deltacache(pipe, foreground=(1,), warmup_steps=STEPS, interval=1)
+    assert torch.equal(t2v(pipe, "unipc"), baseline)
+    pipe = tiny_pipeline(gen)
+    runs = {0: 0, 1: 0}
+    for i in (0, 1):
+        pipe.model.blocks[i].register_forward_pre_hook(lambda m, a, i=i: runs.__setitem__(i, runs[i] + 1))
+    cache = script.enable_deltacache(pipe, foreground=(1,), warmup_steps=3, interval=4)
+    t2v(pipe, "unipc")
+    report = cache.report()
+    full_steps = [0, 1, 2, 4, 8]
+    assert runs == {0: 2 * len(full_steps), 1: 2 * STEPS}, runs
+    assert report["blocks_run"] == sum(runs.values())
+    print("deltacache blocks run", report["blocks_run"], "of", report["blocks_total"])
+
+
 def check_i2v(gen, script):
     from PIL import Image
     pipe = tiny_pipeline(gen, "WanI2V", "i2v-14B")

@@ -8,9 +8,9 @@ import torch
 
 _shared = dict(param_dtype=torch.bfloat16, num_train_timesteps=1000, sample_fps=16,
                sample_neg_prompt="low quality", vae_stride=(4, 32, 32), patch_size=(1, 1, 1), z_dim=4)
-t2v_1_3B = SimpleNamespace(__name__="Config: tiny T2V 1.3B", num_heads=2, **_shared)
-t2v_14B = SimpleNamespace(__name__="Config: tiny T2V 14B", num_heads=2, **_shared)
-i2v_14B = SimpleNamespace(__name__="Config: tiny I2V 14B", num_heads=2, **_shared)
+t2v_1_3B = SimpleNamespace(__name__="Config: tiny T2V 1.3B", num_heads=2, num_layers=2, **_shared)
+t2v_14B = SimpleNamespace(__name__="Config: tiny T2V 14B", num_heads=2, num_layers=2, **_shared)
+i2v_14B = SimpleNamespace(__name__="Config: tiny I2V 14B", num_heads=2, num_layers=2, **_shared)
 
 WAN_CONFIGS = {
     't2v-14B': t2v_14B,

@@ -89,7 +89,7 @@ class _Pipeline:
         with torch.random.fork_rng():
             torch.manual_seed(0)  # same weights on every rank, as loading a checkpoint gives
             self.model = self.model_class(patch_size=config.patch_size, num_heads=config.num_heads,
-                                          out_dim=config.z_dim, **self.model_kwargs)
+                                          num_layers=config.num_layers, out_dim=config.z_dim, **self.model_kwargs)
         self.model.eval().requires_grad_(False)
         if use_usp:
             for block in self.model.blocks:
