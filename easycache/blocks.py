@@ -14,7 +14,7 @@ from typing import Callable, List, Optional, Sequence, Tuple
 
 import torch
 
-from easycache.runtime import CachedForward, agree_across_ranks
+from easycache.runtime import CachedForward
 
 _HOOKED_CLASSES = {}
 
@@ -73,9 +73,8 @@ class CachedBlockStack(CachedForward):
         if self._call_state is None:  # the blocks used outside a counted call: plain run
             return self._run_blocks(start, end, tokens, block_kwargs)
         step, branch = self._call_state
-        if index == 0 and branch == 0:
-            indicator = self.indicator_of(tokens, block_kwargs)
-            self.policy.decide(step, indicator, agree=lambda wants: agree_across_ranks(wants, tokens.device))
+        if index == 0:
+            self._decide(step, branch, self.indicator_of(tokens, block_kwargs), tokens.device)
         if not cached:
             return self._run_blocks(start, end, tokens, block_kwargs)
         if self.policy.decisions[-1].compute:

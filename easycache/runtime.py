@@ -16,6 +16,15 @@ def distributed_world() -> int:
     return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
 
 
+def close_distributed() -> None:
+    """Tear down the process group the upstream code opened and never closes: a process
+    exiting with live gloo threads can abort ("terminate called without an active
+    exception") after its work is done, failing the whole torchrun job."""
+    if distributed_world() > 1:
+        dist.barrier()
+        dist.destroy_process_group()
+
+
 def agree_across_ranks(wants_compute: bool, device: torch.device) -> bool:
     """Compute if any rank wants to: ranks with slightly different statistics never
     diverge, and a sharded model (FSDP, sequence parallel) runs on all ranks or none."""
@@ -86,13 +95,23 @@ class CachedForward:
             result, computed = self._cached_call(step, branch, x, args, kwargs)
         _synchronize(x)
         self.dit_seconds += time.perf_counter() - started
-        self.calls.append({"step": step, "branch": self.branches[branch], "computed": computed})
+        row = {"step": step, "branch": self.branches[branch], "computed": computed}
+        if self.policy is not None and self.policy.decisions:
+            d = self.policy.decisions[-1]  # this call's decision (per step, or per branch)
+            row.update(reason=d.reason, k=d.k, eps=d.eps, E=d.accumulated)
+        self.calls.append(row)
         return result
 
+    def _decide(self, step, branch, indicator, device) -> None:
+        """Take the decision on branch 0 (the others follow it), or on every branch for
+        policies whose branches decide independently."""
+        if branch == 0 or getattr(self.policy, "decides_per_branch", False):
+            extra = {"branch": branch} if branch else {}
+            self.policy.decide(step, indicator, agree=lambda wants: agree_across_ranks(wants, device), **extra)
+
     def _cached_call(self, step, branch, x, args, kwargs):
-        """Whole-model caching: decide on branch 0, then run the model or reuse x + delta."""
-        if branch == 0:
-            self.policy.decide(step, x, agree=lambda wants: agree_across_ranks(wants, x[0].device))
+        """Whole-model caching: decide, then run the model or reuse x + delta."""
+        self._decide(step, branch, x, x[0].device)
         if self.policy.decisions[-1].compute:
             result = self.inner_forward(*args, **kwargs)
             self.policy.record_computed(branch, x, self.outputs_of(result))
@@ -102,14 +121,6 @@ class CachedForward:
     def report(self) -> dict:
         """Counts, timings and the per-step, per-branch record of the last video."""
         computed = sum(c["computed"] for c in self.calls)
-        decisions = self.policy.decisions if self.policy is not None else []
-        rows = []
-        for call in self.calls:
-            row = dict(call)
-            if call["step"] < len(decisions):
-                d = decisions[call["step"]]
-                row.update(reason=d.reason, k=d.k, eps=d.eps, E=d.accumulated)
-            rows.append(row)
         expected = self.num_steps * len(self.branches)
         return {
             "num_steps": self.num_steps,
@@ -120,7 +131,7 @@ class CachedForward:
             "dit_seconds": self.dit_seconds,
             "world_size": distributed_world(),
             "ranks_agree": self.ranks_agree(),
-            "calls": rows,
+            "calls": [dict(c) for c in self.calls],
         }
 
     def ranks_agree(self) -> Optional[bool]:
