@@ -47,6 +47,7 @@ class StepDecision:
     k: Optional[float]
     eps: Optional[float]
     accumulated: float  # E after this step's update
+    groups: Optional[dict] = None  # per named segment group, whether its blocks run (fixed schedules)
 
 
 def _finite_or_none(value: float) -> Optional[float]:

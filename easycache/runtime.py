@@ -35,6 +35,15 @@ def agree_across_ranks(wants_compute: bool, device: torch.device) -> bool:
     return bool(flag.item())
 
 
+def sum_across_ranks(tensor: torch.Tensor) -> torch.Tensor:
+    """``tensor`` summed over all ranks (statistics of a per-rank token shard)."""
+    if distributed_world() == 1:
+        return tensor
+    total = tensor.clone()
+    dist.all_reduce(total, op=dist.ReduceOp.SUM)
+    return total
+
+
 def _synchronize(tensors: Sequence[torch.Tensor]) -> None:
     if tensors and tensors[0].is_cuda:
         torch.cuda.synchronize(tensors[0].device)
@@ -99,6 +108,8 @@ class CachedForward:
         if self.policy is not None and self.policy.decisions:
             d = self.policy.decisions[-1]  # this call's decision (per step, or per branch)
             row.update(reason=d.reason, k=d.k, eps=d.eps, E=d.accumulated)
+            if d.groups:
+                row["groups"] = dict(d.groups)
         self.calls.append(row)
         return result
 

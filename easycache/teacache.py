@@ -31,10 +31,15 @@ WAN21_TEACACHE_COEFFICIENTS = {
 }
 
 
-def relative_l1(current: Sequence[torch.Tensor], previous: Sequence[torch.Tensor]) -> float:
-    """mean|current - previous| / mean|previous| over all elements (nan when undefined)."""
-    diff = sum((c.float() - p.float()).abs().sum() for c, p in zip(current, previous)).item()
-    norm = sum(p.float().abs().sum() for p in previous).item()
+def relative_l1(current: Sequence[torch.Tensor], previous: Sequence[torch.Tensor],
+                reduce: Optional[Callable[[torch.Tensor], torch.Tensor]] = None) -> float:
+    """mean|current - previous| / mean|previous| over all elements (nan when undefined).
+    ``reduce`` sums the two partial sums over the processes that each hold a shard."""
+    diff = sum((c.float() - p.float()).abs().sum() for c, p in zip(current, previous))
+    norm = sum(p.float().abs().sum() for p in previous)
+    if reduce is not None:
+        diff, norm = reduce(torch.stack([diff, norm]))
+    diff, norm = diff.item(), norm.item()
     return diff / norm if norm > 0 else math.nan
 
 
@@ -54,7 +59,8 @@ class TeaCachePolicy:
     or ``reuse(branch, before)`` for ``before + residual``.
     """
 
-    def __init__(self, threshold: float, coefficients: Sequence[float], use_ret_steps: bool = False):
+    def __init__(self, threshold: float, coefficients: Sequence[float], use_ret_steps: bool = False,
+                 reduce: Optional[Callable[[torch.Tensor], torch.Tensor]] = None):
         if not (threshold >= 0 and math.isfinite(threshold)):
             raise ValueError(f"threshold must be a finite number >= 0, got {threshold}")
         if not coefficients:
@@ -64,6 +70,7 @@ class TeaCachePolicy:
         self.use_ret_steps = use_ret_steps
         self.warmup_steps = 5 if use_ret_steps else 1
         self.force_last = not use_ret_steps
+        self.reduce = reduce  # the indicator is a per-rank shard: sum its statistics over ranks
         self.start_video(num_steps=0)
 
     @property
@@ -88,7 +95,7 @@ class TeaCachePolicy:
             forced = "no-statistic"
         eps = None
         if forced is None:
-            value = polyval(self.coefficients, relative_l1(indicator, self.prev_indicator))
+            value = polyval(self.coefficients, relative_l1(indicator, self.prev_indicator, self.reduce))
             eps = value if math.isfinite(value) else None
             if eps is None:
                 forced = "no-statistic"

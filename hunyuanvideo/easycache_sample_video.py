@@ -5,7 +5,10 @@ Copy this one file into the root of a HunyuanVideo checkout (https://github.com/
 and run it as you run ``sample_video.py``; every flag of hyvideo/config.py keeps its meaning and
 default, because the parser *is* HunyuanVideo's, with these flags added:
 
-    --cache {easycache,none}   easycache (default), or none: the baseline through this script
+    --cache {easycache,teacache,magcache,deltacache,none}
+                               easycache (default); teacache, magcache, deltacache: peer methods
+                               for comparison (their flags: --help); none: the baseline
+    --calibrate FILE           an uncached run recording MagCache's and TeaCache's constants
     --thresh 0.025             tau: reuse while the accumulated indicator stays below it
     --ret-steps 5              warm-up steps always computed (the last step is, too); --ret_steps also works
     --overwrite                replace an existing video of the same name (and its report)
@@ -30,6 +33,9 @@ Python API, on a sampler built by HunyuanVideo's own code:
     outputs = sampler.predict(prompt=..., infer_steps=50, ...)
     print(cache.report()["ideal_speedup"])
 
+Peers, on a sampler the same way: ``enable_teacache(sampler, threshold=0.1)``,
+``enable_magcache(sampler, ratios)`` (ratios from ``calibrate_sampler``), ``enable_deltacache(sampler)``.
+
 Importing this file has no side effects; HunyuanVideo itself is imported only by ``main()``.
 """
 
@@ -38,6 +44,7 @@ import contextlib
 import glob
 import importlib
 import inspect
+import json
 import math
 import os
 import sys
@@ -94,6 +101,7 @@ class StepDecision:
     k: Optional[float]
     eps: Optional[float]
     accumulated: float  # E after this step's update
+    groups: Optional[dict] = None  # per named segment group, whether its blocks run (fixed schedules)
 
 
 def _finite_or_none(value: float) -> Optional[float]:
@@ -227,10 +235,15 @@ WAN21_TEACACHE_COEFFICIENTS = {
 }
 
 
-def relative_l1(current: Sequence[torch.Tensor], previous: Sequence[torch.Tensor]) -> float:
-    """mean|current - previous| / mean|previous| over all elements (nan when undefined)."""
-    diff = sum((c.float() - p.float()).abs().sum() for c, p in zip(current, previous)).item()
-    norm = sum(p.float().abs().sum() for p in previous).item()
+def relative_l1(current: Sequence[torch.Tensor], previous: Sequence[torch.Tensor],
+                reduce: Optional[Callable[[torch.Tensor], torch.Tensor]] = None) -> float:
+    """mean|current - previous| / mean|previous| over all elements (nan when undefined).
+    ``reduce`` sums the two partial sums over the processes that each hold a shard."""
+    diff = sum((c.float() - p.float()).abs().sum() for c, p in zip(current, previous))
+    norm = sum(p.float().abs().sum() for p in previous)
+    if reduce is not None:
+        diff, norm = reduce(torch.stack([diff, norm]))
+    diff, norm = diff.item(), norm.item()
     return diff / norm if norm > 0 else math.nan
 
 
@@ -250,7 +263,8 @@ class TeaCachePolicy:
     or ``reuse(branch, before)`` for ``before + residual``.
     """
 
-    def __init__(self, threshold: float, coefficients: Sequence[float], use_ret_steps: bool = False):
+    def __init__(self, threshold: float, coefficients: Sequence[float], use_ret_steps: bool = False,
+                 reduce: Optional[Callable[[torch.Tensor], torch.Tensor]] = None):
         if not (threshold >= 0 and math.isfinite(threshold)):
             raise ValueError(f"threshold must be a finite number >= 0, got {threshold}")
         if not coefficients:
@@ -260,6 +274,7 @@ class TeaCachePolicy:
         self.use_ret_steps = use_ret_steps
         self.warmup_steps = 5 if use_ret_steps else 1
         self.force_last = not use_ret_steps
+        self.reduce = reduce  # the indicator is a per-rank shard: sum its statistics over ranks
         self.start_video(num_steps=0)
 
     @property
@@ -284,7 +299,7 @@ class TeaCachePolicy:
             forced = "no-statistic"
         eps = None
         if forced is None:
-            value = polyval(self.coefficients, relative_l1(indicator, self.prev_indicator))
+            value = polyval(self.coefficients, relative_l1(indicator, self.prev_indicator, self.reduce))
             eps = value if math.isfinite(value) else None
             if eps is None:
                 forced = "no-statistic"
@@ -316,16 +331,23 @@ EasyCache offered for comparison: a fixed schedule, no runtime indicator.
 On full steps every block runs and the delta (output - input) of each background segment is
 stored, per CFG branch; on the other steps only the foreground blocks run and each background
 segment (an isolated block, or a contiguous run of blocks) replays its stored delta.
-Published profile, Wan2.1-14B T2V: steps 0-5 full, then every 6th step (6, 12, ..., 48);
-12 foreground blocks of 40.
+Published profiles: Wan2.1-14B T2V: steps 0-5 full, then every 6th step (6, 12, ..., 48);
+12 foreground blocks of 40. HunyuanVideo: steps 0-5 full; double-stream blocks 6-19 replayed
+as one range except every 6th step; 24 of the 40 single-stream blocks replayed, refreshed
+on steps 6, 18, 26, 32, 38, 42, 46 and 48.
 """
 
-from typing import Callable, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
 
 WAN21_14B_T2V_FOREGROUND = (1, 8, 9, 21, 22, 23, 24, 33, 34, 35, 36, 39)
+# HunyuanVideo's published profile: the cached (background) blocks of each stack, and the steps
+# on which the single-stream deltas are refreshed (the double-stream range every 6th step).
+HUNYUAN_DOUBLE_CACHED = tuple(range(6, 20))
+HUNYUAN_SINGLE_CACHED = (0, 2, 4, 5, 6, 7, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 23, 25, 26, 27, 31, 33)
+HUNYUAN_SINGLE_REFRESH_STEPS = (6, 18, 26, 32, 38, 42, 46, 48)
 
 
 def block_segments(num_blocks: int, foreground: Sequence[int]) -> List[Tuple[int, int, bool]]:
@@ -345,35 +367,68 @@ def block_segments(num_blocks: int, foreground: Sequence[int]) -> List[Tuple[int
     return segments
 
 
-class DeltaCachePolicy:
-    """Full steps: ``step < warmup_steps`` or ``step % interval == 0``."""
+class RefreshSchedule:
+    """When cached segments run in full: the first ``warmup_steps`` steps, then every
+    ``interval``-th step, or, given ``refresh_steps``, exactly those steps."""
 
-    def __init__(self, warmup_steps: int = 6, interval: int = 6):
+    def __init__(self, warmup_steps: int = 6, interval: int = 6, refresh_steps: Optional[Sequence[int]] = None):
         if warmup_steps < 0 or interval < 1:
             raise ValueError(f"need warmup_steps >= 0 and interval >= 1, got {warmup_steps}, {interval}")
         self.warmup_steps, self.interval = int(warmup_steps), int(interval)
+        self.refresh_steps = None if refresh_steps is None else tuple(sorted(int(s) for s in refresh_steps))
+
+    @property
+    def settings(self) -> dict:
+        if self.refresh_steps is None:
+            return {"warmup_steps": self.warmup_steps, "interval": self.interval}
+        return {"warmup_steps": self.warmup_steps, "refresh_steps": list(self.refresh_steps)}
+
+    def _due(self, step: int) -> bool:
+        if self.refresh_steps is None:
+            return step % self.interval == 0
+        return step in self.refresh_steps
+
+    def reason(self, step: int, refreshed: bool) -> str:
+        """Why the segments run (warmup, schedule, no-statistic: no delta yet), or reuse."""
+        if step < self.warmup_steps:
+            return "warmup"
+        if self._due(step):
+            return "schedule"
+        return "reuse" if refreshed else "no-statistic"
+
+
+class DeltaCachePolicy:
+    """Segments marked ``True`` follow the policy's own schedule (its ``compute``); segments
+    naming a group in ``groups`` follow that group's schedule (``decision.groups[name]``), so
+    block stacks can refresh on different steps (HunyuanVideo's published profile)."""
+
+    def __init__(self, warmup_steps: int = 6, interval: int = 6, refresh_steps: Optional[Sequence[int]] = None,
+                 groups: Optional[Dict[str, RefreshSchedule]] = None):
+        self.schedule = RefreshSchedule(warmup_steps, interval, refresh_steps)
+        self.groups = dict(groups or {})
         self.start_video(num_steps=0)
 
     @property
     def settings(self) -> dict:
-        return {"warmup_steps": self.warmup_steps, "interval": self.interval}
+        settings = dict(self.schedule.settings)
+        if self.groups:
+            settings["groups"] = {name: schedule.settings for name, schedule in self.groups.items()}
+        return settings
 
     def start_video(self, num_steps: int) -> None:
         self.num_steps = num_steps
         self.deltas = {}
+        self._refreshed = set()  # schedules whose segments hold deltas of this video
         self.decisions: List[StepDecision] = []
 
     def decide(self, step: int, indicator=None, agree: Optional[Callable[[bool], bool]] = None) -> StepDecision:
-        if step < self.warmup_steps:
-            reason = "warmup"
-        elif step % self.interval == 0:
-            reason = "schedule"
-        elif not self.deltas:
-            reason = "no-statistic"
-        else:
-            reason = "reuse"
-        compute = reason != "reuse"  # the same on every rank: a schedule needs no agreement
-        decision = StepDecision(step, compute, reason, None, None, 0.0)
+        # the same on every rank: a schedule needs no agreement
+        reason = self.schedule.reason(step, None in self._refreshed)
+        runs = {None: reason != "reuse"}
+        runs.update((name, s.reason(step, name in self._refreshed) != "reuse") for name, s in self.groups.items())
+        self._refreshed.update(name for name, run in runs.items() if run)
+        groups = {name: run for name, run in runs.items() if name is not None}
+        decision = StepDecision(step, runs[None], reason, None, None, 0.0, groups or None)
         self.decisions.append(decision)
         return decision
 
@@ -583,6 +638,15 @@ def agree_across_ranks(wants_compute: bool, device: torch.device) -> bool:
     return bool(flag.item())
 
 
+def sum_across_ranks(tensor: torch.Tensor) -> torch.Tensor:
+    """``tensor`` summed over all ranks (statistics of a per-rank token shard)."""
+    if distributed_world() == 1:
+        return tensor
+    total = tensor.clone()
+    dist.all_reduce(total, op=dist.ReduceOp.SUM)
+    return total
+
+
 def _synchronize(tensors: Sequence[torch.Tensor]) -> None:
     if tensors and tensors[0].is_cuda:
         torch.cuda.synchronize(tensors[0].device)
@@ -647,6 +711,8 @@ class CachedForward:
         if self.policy is not None and self.policy.decisions:
             d = self.policy.decisions[-1]  # this call's decision (per step, or per branch)
             row.update(reason=d.reason, k=d.k, eps=d.eps, E=d.accumulated)
+            if d.groups:
+                row["groups"] = dict(d.groups)
         self.calls.append(row)
         return result
 
@@ -743,19 +809,21 @@ def format_report(report: dict) -> str:
 # <<< easycache/runtime.py
 
 # >>> easycache/blocks.py (generated by tools/amalgamate.py: edit the source, not this copy)
-"""Block-level caching (TeaCache, the delta cache): the model's forward always runs
-(embeddings, head), but its loop over the transformer blocks runs or replays segments of
+"""Block-level caching (TeaCache, MagCache, the delta cache): the model's forward always runs
+(embeddings, head), but its loops over the transformer blocks run or replay segments of
 blocks, each replayed as ``input + cached delta`` in token space.
 
-Upstream forwards iterate ``for block in self.blocks: x = block(x, **kwargs)``. Instead of
-copying those forwards (which differ under sequence parallel), the block list's class is
-swapped on the instance for one whose iteration yields one runner per segment. So it works
-inside whatever forward the instance has, on each rank's token shard, and under FSDP
-(blocks keep their modules and parameters; only iteration changes).
+Upstream forwards iterate their block lists (Wan: ``for block in self.blocks: x = block(x, **kw)``;
+HunyuanVideo: ``img, txt = block(*args)`` over the double-stream blocks, then
+``x = block(*args)`` over the single-stream ones). Instead of copying those forwards (which
+differ under sequence parallel), each block list's class is swapped on the instance for one
+whose iteration yields one runner per segment. So it works inside whatever forward the
+instance has, on each rank's token shard, and under FSDP (blocks keep their modules and
+parameters; only iteration changes).
 """
 
 import functools
-from typing import Callable, List, Optional, Sequence, Tuple
+from typing import Callable, List, Optional, Sequence, Tuple, Union
 
 import torch
 
@@ -764,40 +832,78 @@ _HOOKED_CLASSES = {}
 
 
 def _hooked_class(cls):
-    """``cls`` whose iteration yields the instance's segment runners."""
+    """``cls`` whose iteration yields the instance's segment runners while they are armed."""
     if cls not in _HOOKED_CLASSES:
         def __iter__(self):
-            return iter(self.__dict__["_segment_runners"])
+            runners = self.__dict__["_segment_runners"]()
+            return iter(runners) if runners is not None else cls.__iter__(self)
         _HOOKED_CLASSES[cls] = type(f"Cached{cls.__name__}", (cls,), {"__iter__": __iter__})
     return _HOOKED_CLASSES[cls]
 
 
 class CachedBlockStack(CachedForward):
-    """CachedForward whose decisions act on segments of the block list ``blocks``.
+    """CachedForward whose decisions act on segments of one or more block lists.
 
-    ``segments``: ``[(start, end, cached)]`` covering the blocks (default: the whole stack,
-    cached). Cached segments run on computed steps (their delta is stored under the key
-    ``(branch, segment)``) and replay it on the others; uncached ones always run.
-    ``indicator_of(tokens, block_kwargs)`` gives the decision input on the decision branch.
+    ``blocks``: a ModuleList, or a sequence of them run one after the other (their blocks are
+    numbered on, in that order). ``carried``: per list, how many leading positional arguments
+    its blocks return (Wan: ``x``; HunyuanVideo's double-stream blocks: ``img, txt``).
+    ``segments``: ``[(start, end, cached)]`` covering the blocks (default: all of them, one
+    cached segment). Uncached segments always run; segments marked ``True`` run on computed
+    calls and replay their delta otherwise; a segment naming a group follows
+    ``decision.groups[name]`` (schedules that differ per stack). A segment may span lists:
+    its delta is taken from what its first list carries in to what its last list carries
+    out, each over the input's leading tokens (dim 1), so a span over HunyuanVideo's image
+    stream and its merged image+text stream measures the image tokens.
+    ``indicator_of(block_args, block_kwargs)``: the decision input, from the first block call.
+    ``arm_on``: when given, the lists yield runners only after this module has run in a
+    counted call (HunyuanVideo's xDiT wrapper iterates the blocks itself before the forward).
     """
 
-    def __init__(self, module: torch.nn.Module, blocks: torch.nn.ModuleList, policy, branches,
-                 inputs_of, indicator_of: Callable[[torch.Tensor, dict], List[torch.Tensor]] = lambda t, k: None,
-                 segments: Optional[Sequence[Tuple[int, int, bool]]] = None):
+    def __init__(self, module: torch.nn.Module, blocks: Union[torch.nn.ModuleList, Sequence[torch.nn.ModuleList]],
+                 policy, branches, inputs_of, indicator_of: Callable[[tuple, dict], List[torch.Tensor]] = lambda a, k: None,
+                 segments: Optional[Sequence[Tuple[int, int, object]]] = None, carried: Sequence[int] = None,
+                 arm_on: Optional[torch.nn.Module] = None):
         super().__init__(module, policy, branches, inputs_of, outputs_of=None, make_output=None)
-        self.blocks = blocks
+        self.lists = [blocks] if isinstance(blocks, torch.nn.ModuleList) else list(blocks)
+        self.carried = list(carried) if carried is not None else [1] * len(self.lists)
+        self.num_blocks = sum(len(b) for b in self.lists)
         self.indicator_of = indicator_of
-        self.segments = list(segments) if segments is not None else [(0, len(blocks), True)]
-        self._call_state: Optional[tuple] = None
-        if policy is not None:
-            runners = [functools.partial(self._run_segment, i) for i in range(len(self.segments))]
-            blocks.__dict__["_segment_runners"] = runners
+        self.segments = list(segments) if segments is not None else [(0, self.num_blocks, True)]
+        self._call_state: Optional[dict] = None
+        self._armed = arm_on is None
+        self._arm_hook = None
+        if policy is None:
+            return
+        offset = 0
+        for index, blocks in enumerate(self.lists):
+            runners = self._runners(index, offset, offset + len(blocks))
+            blocks.__dict__["_segment_runners"] = lambda runners=runners: runners if self._armed else None
             blocks.__class__ = _hooked_class(type(blocks))
+            offset += len(blocks)
+        if arm_on is not None:
+            self._arm_hook = arm_on.register_forward_pre_hook(self._arm)
+
+    def _runners(self, list_index, first, end):
+        """One runner per segment overlapping blocks [first, end) of the concatenated lists."""
+        runners = []
+        for seg, (start, stop, _) in enumerate(self.segments):
+            if start < end and stop > first:
+                lo, hi = max(start, first) - first, min(stop, end) - first
+                runners.append(functools.partial(self._run_part, seg, list_index, lo, hi,
+                                                 start >= first, stop <= end))
+        return runners
+
+    def _arm(self, *_) -> None:
+        if self._call_state is not None:
+            self._armed = True
 
     def disable(self) -> None:
-        if "_segment_runners" in self.blocks.__dict__:
-            self.blocks.__class__ = type(self.blocks).__mro__[1]
-            del self.blocks.__dict__["_segment_runners"]
+        for blocks in self.lists:
+            if "_segment_runners" in blocks.__dict__:
+                blocks.__class__ = type(blocks).__mro__[1]
+                del blocks.__dict__["_segment_runners"]
+        if self._arm_hook is not None:
+            self._arm_hook.remove()
         super().disable()
 
     def start_video(self, num_steps: int) -> None:
@@ -805,39 +911,63 @@ class CachedBlockStack(CachedForward):
         self.blocks_run = 0
 
     def _cached_call(self, step, branch, x, args, kwargs):
-        self._call_state = (step, branch)
+        self._call_state = {"step": step, "branch": branch, "decided": False, "before": {}}
         try:
             result = self.inner_forward(*args, **kwargs)
         finally:
             self._call_state = None
-        return result, self.policy.decisions[-1].compute
+            self._armed = self._arm_hook is None
+        decision = self.policy.decisions[-1]
+        return result, decision.compute and all((decision.groups or {}).values())
 
-    def _run_segment(self, index, tokens, **block_kwargs):
-        start, end, cached = self.segments[index]
-        if self._call_state is None:  # the blocks used outside a counted call: plain run
-            return self._run_blocks(start, end, tokens, block_kwargs)
-        step, branch = self._call_state
-        if index == 0:
-            self._decide(step, branch, self.indicator_of(tokens, block_kwargs), tokens.device)
-        if not cached:
-            return self._run_blocks(start, end, tokens, block_kwargs)
-        if self.policy.decisions[-1].compute:
-            before = tokens.clone()
-            tokens = self._run_blocks(start, end, tokens, block_kwargs)
-            self.policy.record_computed((branch, index), [before], [tokens])
-            return tokens
-        return self.policy.reuse((branch, index), [tokens])[0]
+    def _segment_runs(self, cached) -> bool:
+        decision = self.policy.decisions[-1]
+        if cached is True:
+            return decision.compute
+        return cached is not False and decision.groups[cached]
 
-    def _run_blocks(self, start, end, tokens, block_kwargs):
-        for i in range(start, end):
-            tokens = self.blocks[i](tokens, **block_kwargs)
+    def _run_part(self, seg, list_index, lo, hi, opens, closes, *args, **kwargs):
+        """Blocks [lo, hi) of list ``list_index``, part of segment ``seg`` (``opens``: its first
+        part, ``closes``: its last), called as the upstream loop calls one block."""
+        n = self.carried[list_index]
+        state, rest = list(args[:n]), args[n:]
+        call = self._call_state
+        if call is None:  # the blocks used outside a counted call: plain run
+            return self._pack(self._run_blocks(list_index, lo, hi, state, rest, kwargs))
+        if not call["decided"]:
+            call["decided"] = True
+            self._decide(call["step"], call["branch"], self.indicator_of(args, kwargs), state[0].device)
+        cached = self.segments[seg][2]
+        key = (call["branch"], seg)
+        if cached is False or self._segment_runs(cached):
+            if cached is not False and opens:
+                call["before"][seg] = [t.clone() for t in state]
+            state = self._run_blocks(list_index, lo, hi, state, rest, kwargs)
+            if cached is not False and closes:
+                before = call["before"].pop(seg)
+                after = [a[:, :b.shape[1]] for a, b in zip(state, before)]
+                self.policy.record_computed(key, before[:len(after)], after)
+        elif opens:  # replay the whole segment here; its later parts pass their input on
+            replayed = self.policy.reuse(key, state)
+            state = replayed + state[len(replayed):]
+        return self._pack(state)
+
+    @staticmethod
+    def _pack(state):
+        return state[0] if len(state) == 1 else tuple(state)
+
+    def _run_blocks(self, list_index, lo, hi, state, rest, kwargs):
+        blocks = self.lists[list_index]
+        for i in range(lo, hi):
+            out = blocks[i](*state, *rest, **kwargs)
+            state = list(out) if isinstance(out, tuple) else [out]
         if self._call_state is not None:
-            self.blocks_run += end - start
-        return tokens
+            self.blocks_run += hi - lo
+        return state
 
     def report(self) -> dict:
         report = super().report()
-        total = len(self.calls) * len(self.blocks)
+        total = len(self.calls) * self.num_blocks
         # embeddings and head always run: the block work is what a reused segment saves
         report.update(blocks_run=self.blocks_run, blocks_total=total,
                       ideal_speedup=total / self.blocks_run if self.blocks_run else None)
@@ -853,10 +983,10 @@ class CachedBlockStack(CachedForward):
 HUNYUAN_BRANCHES = ("dit",)
 FORWARD_ARGS = ("x", "t", "text_states", "text_mask", "text_states_2", "freqs_cos", "freqs_sin",
                 "guidance", "return_dict")
-
-
-def _dit_input(args, kwargs):
-    return [args[0] if args else kwargs["x"]]
+# TeaCache's published rescaling polynomial for HunyuanVideo (highest power first)
+HUNYUAN_TEACACHE_COEFFICIENTS = (7.33226126e+02, -4.01131952e+02, 6.75869174e+01, -3.14987800e+00, 9.61237896e-02)
+# the blocks return what they are called with first: img, txt (double stream); x (single stream)
+DOUBLE_CARRIED, SINGLE_CARRIED = 2, 1
 
 
 def _returns_dict(args, kwargs) -> bool:
@@ -866,27 +996,53 @@ def _returns_dict(args, kwargs) -> bool:
     return bool(args[index]) if len(args) > index else True
 
 
-class HunyuanEasyCache:
-    """The cache on one HunyuanVideoSampler: wraps its transformer's forward (one decision and
-    one delta per call, whatever the batch) and its ``predict`` (one video: reset, step count)."""
+def teacache_indicator(transformer):
+    """TeaCache's modulated input: the first double block's image modulation (shift, scale of
+    img_mod(vec)) applied to its normed image tokens, from that block's call arguments
+    (img, txt, vec, ...). Under xDiT the image tokens are this rank's shard."""
+    def indicator(block_args, block_kwargs):
+        img, vec = block_args[0], block_args[2]
+        first = transformer.double_blocks[0]
+        shift, scale = first.img_mod(vec).chunk(6, dim=-1)[:2]
+        return [first.img_norm1(img) * (1 + scale.unsqueeze(1)) + shift.unsqueeze(1)]
+    return indicator
 
-    def __init__(self, sampler, threshold: float = 0.025, warmup_steps: int = 5, enabled: bool = True):
+
+class HunyuanCache:
+    """A cache on one HunyuanVideoSampler: wraps its transformer's forward (one decision per
+    call, whatever the batch; block-level methods also hook its two block loops) and its
+    ``predict`` (one video: reset, step count)."""
+
+    def __init__(self, sampler, method: str, policy=None, segments=None, indicator: bool = False):
         if getattr(sampler, "_easycache", None) is not None:
-            raise RuntimeError("EasyCache is already enabled on this sampler; call disable() first")
+            raise RuntimeError("a cache is already enabled on this sampler; call disable() first")
         if "infer_steps" not in inspect.signature(sampler.predict).parameters:
             raise TypeError(f"{type(sampler).__name__}.predict takes no infer_steps; not a HunyuanVideoSampler")
-        self.sampler = sampler
+        self.sampler, self.method = sampler, method
         self.output_dtype = None
         self.output_device = None
-        policy = EasyCachePolicy(threshold, warmup_steps) if enabled else None
-        self.forward = CachedForward(sampler.pipeline.transformer, policy, HUNYUAN_BRANCHES,
-                                     inputs_of=_dit_input, outputs_of=self._outputs_of,
-                                     make_output=self._make_output)
+        self.extra_report = {}
+        transformer = sampler.pipeline.transformer
+        if method in ("easycache", "none"):
+            self.forward = CachedForward(transformer, policy, HUNYUAN_BRANCHES, inputs_of=self._inputs_of,
+                                         outputs_of=self._outputs_of, make_output=self._make_output)
+        else:
+            # the image-token residual over both stacks unless segments say otherwise; the loops are
+            # armed by the patch embedding, after xDiT's wrapper has set up the blocks' attention
+            self.forward = CachedBlockStack(
+                transformer, [transformer.double_blocks, transformer.single_blocks], policy, HUNYUAN_BRANCHES,
+                self._inputs_of, indicator_of=teacache_indicator(transformer) if indicator else lambda a, k: None,
+                segments=segments, carried=[DOUBLE_CARRIED, SINGLE_CARRIED], arm_on=transformer.img_in)
         self._had_instance_predict = "predict" in sampler.__dict__
         self.inner_predict = sampler.predict
         sampler.predict = self._predict
         sampler._easycache = self
         self.predict_seconds = 0.0
+
+    def _inputs_of(self, args, kwargs):
+        x = args[0] if args else kwargs["x"]
+        self.output_device = x.device
+        return [x]
 
     def _outputs_of(self, result):
         sample = result if isinstance(result, torch.Tensor) else result["x"]
@@ -911,9 +1067,7 @@ class HunyuanEasyCache:
     def report(self) -> dict:
         """The last video's report. A collective under torch.distributed: call it on every rank."""
         policy = self.forward.policy
-        report = {"cache": "easycache" if policy else "none"}
-        if policy:
-            report.update(threshold=policy.threshold, warmup_steps=policy.warmup_steps)
+        report = {"cache": self.method, **(policy.settings if policy else {}), **self.extra_report}
         device = self.output_device
         # NCCL gathers on the current device; the upstream engine never sets it per rank
         on_device = (torch.cuda.device(device) if device is not None and device.type == "cuda"
@@ -923,7 +1077,7 @@ class HunyuanEasyCache:
         return report
 
     def disable(self) -> None:
-        """Restore the transformer's forward and the sampler's predict."""
+        """Restore the transformer's forward and block loops and the sampler's predict."""
         self.forward.disable()
         if self._had_instance_predict:
             self.sampler.predict = self.inner_predict
@@ -933,7 +1087,7 @@ class HunyuanEasyCache:
 
 
 def enable_easycache(sampler, threshold: float = 0.025, warmup_steps: int = 5,
-                     enabled: bool = True) -> HunyuanEasyCache:
+                     enabled: bool = True) -> HunyuanCache:
     """Enable EasyCache on a HunyuanVideoSampler (HunyuanVideo's, or Sparse VideoGen's copy).
 
     Call it after the sampler is built, so it wraps whatever forward
@@ -944,8 +1098,67 @@ def enable_easycache(sampler, threshold: float = 0.025, warmup_steps: int = 5,
     every step), ``warmup_steps`` the first steps always computed (the last step always is).
     ``enabled=False`` runs every step but still counts and times the DiT calls, for a
     baseline. ``.report()`` gives the statistics, ``.disable()`` undoes the wrapping.
+    The peers below are enabled the same way, after the sampler is built.
     """
-    return HunyuanEasyCache(sampler, threshold, warmup_steps, enabled)
+    return HunyuanCache(sampler, "easycache" if enabled else "none",
+                        EasyCachePolicy(threshold, warmup_steps) if enabled else None)
+
+
+def enable_teacache(sampler, threshold: float = 0.1, coefficients=HUNYUAN_TEACACHE_COEFFICIENTS) -> HunyuanCache:
+    """Enable TeaCache (a peer method, for comparison): reuse the image-token residual of both
+    block stacks while the rescaled change of the first double block's modulated input stays
+    below ``threshold`` (0.1 about 1.6x, 0.15 about 2.1x, as published); first and last step
+    computed. Under xDiT its statistics are summed over the ranks' shards."""
+    return HunyuanCache(sampler, "teacache", TeaCachePolicy(threshold, coefficients, reduce=sum_across_ranks),
+                        indicator=True)
+
+
+def enable_magcache(sampler, ratios, threshold: float = 0.24, max_skips: int = 6,
+                    retention_ratio: float = 0.2) -> HunyuanCache:
+    """Enable MagCache (a peer method, for comparison) with calibrated magnitude ratios, one per
+    step (``calibrate_sampler`` records them): reuse the image-token residual of both block
+    stacks while the accumulated ratio error stays below ``threshold`` and at most
+    ``max_skips`` steps in a row are skipped; the first ``retention_ratio`` of the steps are
+    computed. Defaults are MagCache's for HunyuanVideo (0.24, K = 6, 0.2)."""
+    return HunyuanCache(sampler, "magcache", MagCachePolicy(ratios, threshold, max_skips, retention_ratio,
+                                                            len(HUNYUAN_BRANCHES)))
+
+
+def _stack_segments(num_blocks, cached, offset, mark):
+    """Segments of one block stack numbered from ``offset``: each run of ``cached`` blocks one
+    segment marked ``mark`` (its schedule), each other block an uncached one."""
+    outside = [b for b in cached if not 0 <= b < num_blocks]
+    if outside:
+        raise ValueError(f"cached blocks {outside} out of range for a stack of {num_blocks} blocks")
+    foreground = [b for b in range(num_blocks) if b not in cached]
+    return [(start + offset, end + offset, mark if run else False)
+            for start, end, run in block_segments(num_blocks, foreground)]
+
+
+def enable_deltacache(sampler, double_cached=HUNYUAN_DOUBLE_CACHED, single_cached=HUNYUAN_SINGLE_CACHED,
+                      warmup_steps: int = 6, interval: int = 6,
+                      single_refresh_steps=HUNYUAN_SINGLE_REFRESH_STEPS) -> HunyuanCache:
+    """Enable the profiling-based delta cache (a peer method, for comparison): after the first
+    ``warmup_steps`` steps, the ``double_cached`` double-stream blocks replay their stored
+    deltas (of img and txt) except every ``interval``-th step, and the ``single_cached``
+    single-stream blocks replay theirs except on ``single_refresh_steps``; the other blocks
+    always run. Each contiguous run of cached blocks is one delta. Defaults: the published
+    HunyuanVideo profile (for 50 steps)."""
+    transformer = sampler.pipeline.transformer
+    num_double = len(transformer.double_blocks)
+    segments = (_stack_segments(len(transformer.double_blocks), double_cached, 0, True)
+                + _stack_segments(len(transformer.single_blocks), single_cached, num_double, "single"))
+    policy = DeltaCachePolicy(warmup_steps, interval,
+                              groups={"single": RefreshSchedule(warmup_steps, refresh_steps=single_refresh_steps)})
+    cache = HunyuanCache(sampler, "deltacache", policy, segments=segments)
+    cache.extra_report = {"double_cached_blocks": sorted(double_cached), "single_cached_blocks": sorted(single_cached)}
+    return cache
+
+
+def calibrate_sampler(sampler) -> HunyuanCache:
+    """Record, during normal (uncached) generation, what the peers' constants need: MagCache's
+    magnitude ratios and TeaCache's polynomial points (``merge_calibration``)."""
+    return HunyuanCache(sampler, "calibrate", MagnitudeRecorder(len(HUNYUAN_BRANCHES)), indicator=True)
 
 
 # ---------------------------------------------------------------------------------------
@@ -1008,10 +1221,14 @@ def one_line_errors(parser, prog):
     return fail
 
 
-def add_cache_args(parser) -> None:
+def add_cache_args(parser, peers: bool = True) -> None:
+    """The cache flags; ``peers``: also the peer methods (TeaCache, MagCache, delta cache) and
+    the calibration run."""
     group = parser.add_argument_group("EasyCache")
-    group.add_argument("--cache", choices=["easycache", "none"], default="easycache",
-                       help="easycache, or none to run the baseline through this script (default: easycache)")
+    methods = ["easycache", "teacache", "magcache", "deltacache", "none"] if peers else ["easycache", "none"]
+    group.add_argument("--cache", choices=methods, default="easycache",
+                       help=f"easycache{'; teacache, magcache or deltacache (peer methods, for comparison; their flags below)' if peers else ''}; "
+                            "or none to run the baseline through this script (default: easycache)")
     group.add_argument("--thresh", type=float, default=0.025,
                        help="tau: reuse the transformation vector while the accumulated relative change "
                             "stays below it; 0 computes every step (default: 0.025)")
@@ -1019,6 +1236,64 @@ def add_cache_args(parser) -> None:
                        help="warm-up: the first steps are always computed, as is the last (default: 5)")
     group.add_argument("--overwrite", action="store_true",
                        help="replace an existing video of the same name and its report (default: refuse)")
+    if not peers:
+        return
+    group.add_argument("--calibrate", metavar="JSON", default=None,
+                       help="run uncached and record MagCache's ratios and TeaCache's polynomial for this model and "
+                            "step count into JSON (added to it if it exists: run it on several prompts)")
+    tea = parser.add_argument_group("TeaCache (with --cache teacache)")
+    tea.add_argument("--teacache-thresh", "--teacache_thresh", dest="teacache_thresh", type=float, default=0.1,
+                     help="reuse while the accumulated rescaled change stays below it (default: 0.1, about 1.6x; "
+                          "0.15: about 2.1x)")
+    tea.add_argument("--teacache-coefficients", "--teacache_coefficients", dest="teacache_coefficients",
+                     default=None, help="comma-separated rescaling polynomial, highest power first, or a --calibrate "
+                                        "file (default: TeaCache's published one for HunyuanVideo)")
+    mag = parser.add_argument_group("MagCache (with --cache magcache)")
+    mag.add_argument("--magcache-ratios", "--magcache_ratios", dest="magcache_ratios", default=None,
+                     help="JSON file with calibrated magnitude ratios (written by --calibrate), required")
+    mag.add_argument("--magcache-thresh", "--magcache_thresh", dest="magcache_thresh", type=float, default=0.24,
+                     help="error bound (default: 0.24, MagCache's for HunyuanVideo; it also publishes 0.12)")
+    mag.add_argument("--magcache-K", "--magcache_K", dest="magcache_K", type=int, default=6,
+                     help="most consecutive skipped steps (default: 6; published with 0.12: 4)")
+    mag.add_argument("--retention-ratio", "--retention_ratio", dest="retention_ratio", type=float, default=0.2,
+                     help="fraction of the first steps always computed (default: 0.2)")
+    delta = parser.add_argument_group("Delta cache (with --cache deltacache)")
+    delta.add_argument("--delta-warmup", "--delta_warmup", dest="delta_warmup", type=int, default=6,
+                       help="first steps computed in full (default: 6)")
+    delta.add_argument("--delta-interval", "--delta_interval", dest="delta_interval", type=int, default=6,
+                       help="afterwards the cached double-stream blocks run every N-th step (default: 6)")
+    delta.add_argument("--delta-double-cached", "--delta_double_cached", dest="delta_double_cached",
+                       default=format_blocks(HUNYUAN_DOUBLE_CACHED),
+                       help="double-stream blocks replaying their delta, e.g. 6-19 (default: %(default)s)")
+    delta.add_argument("--delta-single-cached", "--delta_single_cached", dest="delta_single_cached",
+                       default=format_blocks(HUNYUAN_SINGLE_CACHED),
+                       help="single-stream blocks replaying their delta (default: %(default)s)")
+    delta.add_argument("--delta-single-steps", "--delta_single_steps", dest="delta_single_steps",
+                       default=format_blocks(HUNYUAN_SINGLE_REFRESH_STEPS, ranges=False),
+                       help="steps on which the cached single-stream blocks run (default: %(default)s)")
+
+
+def format_blocks(indices, ranges: bool = True) -> str:
+    """1,2,3,5 -> '1-3,5' (or '1,2,3,5')."""
+    runs = []
+    for i in sorted(indices):
+        if ranges and runs and runs[-1][1] == i - 1:
+            runs[-1][1] = i
+        else:
+            runs.append([i, i])
+    return ",".join(str(a) if a == b else f"{a}-{b}" for a, b in runs)
+
+
+def parse_blocks(text: str):
+    """'1-3,5' -> [1, 2, 3, 5]; '' -> []. ValueError when malformed."""
+    indices = []
+    for part in filter(None, text.replace(" ", "").split(",")):
+        first, _, last = part.partition("-")
+        first, last = int(first), int(last or first)
+        if last < first:
+            raise ValueError(part)
+        indices += range(first, last + 1)
+    return sorted(set(indices))
 
 
 def video_size(args):
@@ -1045,7 +1320,7 @@ def check_args(args, fail, inference_module=None) -> None:
         fail(f"--infer-steps must be >= 1, got {args.infer_steps}")
     if args.ret_steps < 0:
         fail(f"--ret-steps must be >= 0, got {args.ret_steps}")
-    if args.cache == "easycache" and args.ret_steps >= args.infer_steps:
+    if args.cache == "easycache" and getattr(args, "calibrate", None) is None and args.ret_steps >= args.infer_steps:
         fail(f"--ret-steps {args.ret_steps} must be smaller than --infer-steps {args.infer_steps}")
     if len(args.video_size) not in (1, 2):
         fail(f"--video-size takes HEIGHT WIDTH (or one value for both), got {len(args.video_size)} values")
@@ -1087,6 +1362,69 @@ def check_args(args, fail, inference_module=None) -> None:
                  f"or width/16 ({width // 16}) must be divisible by {degree}")
 
 
+def _read_json(path, flag, fail) -> dict:
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError) as error:
+        fail(f"{flag} {path}: cannot read it as JSON ({error})")
+
+
+def check_peer_args(args, fail, model_config) -> None:
+    """The peer methods' and the calibration run's flags; lists and files are read here, so a
+    run never fails on them after the models are loaded. ``model_config``: --model's entry of
+    HUNYUAN_VIDEO_CONFIG (the block counts)."""
+    if args.calibrate is not None:
+        if args.cache != "easycache":
+            fail("--calibrate runs without a cache; drop --cache")
+        args.cache = "calibrate"
+        if os.path.exists(args.calibrate):
+            previous = _read_json(args.calibrate, "--calibrate", fail)
+            if len(previous.get("magcache_ratios", [])) != args.infer_steps:
+                fail(f"{args.calibrate} was calibrated for another step count; use another file")
+    if args.cache == "teacache":
+        if not (math.isfinite(args.teacache_thresh) and args.teacache_thresh >= 0):
+            fail(f"--teacache-thresh must be a number >= 0, got {args.teacache_thresh}")
+        if args.teacache_coefficients is None:
+            args.teacache_coefficients = list(HUNYUAN_TEACACHE_COEFFICIENTS)
+        elif os.path.isfile(args.teacache_coefficients):
+            fit = _read_json(args.teacache_coefficients, "--teacache-coefficients", fail).get("teacache_coefficients")
+            if not fit:
+                fail(f"{args.teacache_coefficients} holds no TeaCache fit (record one with --calibrate on 5+ steps)")
+            args.teacache_coefficients = fit
+        else:
+            try:
+                args.teacache_coefficients = [float(c) for c in args.teacache_coefficients.split(",")]
+            except ValueError:
+                fail(f"--teacache-coefficients must be comma-separated numbers or a calibration file, "
+                     f"got {args.teacache_coefficients}")
+    if args.cache == "magcache":
+        if args.magcache_ratios is None:
+            fail("--cache magcache needs --magcache-ratios FILE: record one with --calibrate FILE")
+        ratios = _read_json(args.magcache_ratios, "--magcache-ratios", fail).get("magcache_ratios")
+        if not isinstance(ratios, list) or not ratios:
+            fail(f"{args.magcache_ratios} holds no magcache_ratios list")
+        args.magcache_ratios = ratios
+        if args.magcache_thresh < 0 or args.magcache_K < 0 or not 0 <= args.retention_ratio <= 1:
+            fail("need --magcache-thresh >= 0, --magcache-K >= 0 and 0 <= --retention-ratio <= 1")
+    if args.cache == "deltacache":
+        if args.delta_warmup < 0 or args.delta_interval < 1:
+            fail(f"--delta-warmup must be >= 0 and --delta-interval >= 1, got {args.delta_warmup}, "
+                 f"{args.delta_interval}")
+        for flag, stack, depth in (("--delta-double-cached", "double", "mm_double_blocks_depth"),
+                                   ("--delta-single-cached", "single", "mm_single_blocks_depth"),
+                                   ("--delta-single-steps", None, None)):
+            name = flag[2:].replace("-", "_")
+            try:
+                values = parse_blocks(getattr(args, name))
+            except ValueError:
+                fail(f"{flag} must be comma-separated indices or ranges like 6-19, got {getattr(args, name)}")
+            limit = model_config.get(depth) if depth else None
+            if limit is not None and not all(0 <= v < limit for v in values):
+                fail(f"{flag}: --model {args.model} has {limit} {stack}-stream blocks (0-{limit - 1})")
+            setattr(args, name, values)
+
+
 def parse_args(sv, argv=None) -> argparse.Namespace:
     """Parse and check everything before any model is loaded; bad input exits with one line."""
     config = sys.modules[sv.parse_args.__module__]
@@ -1099,6 +1437,7 @@ def parse_args(sv, argv=None) -> argparse.Namespace:
     except ValueError as error:
         fail(str(error))
     check_args(args, fail, sys.modules[sv.HunyuanVideoSampler.__module__])
+    check_peer_args(args, fail, config.HUNYUAN_VIDEO_CONFIG.get(args.model, {}))
     save_dir = args.save_path if args.save_path_suffix == "" else f"{args.save_path}_{args.save_path_suffix}"
     if os.path.exists(save_dir) and not os.path.isdir(save_dir):
         fail(f"--save-path {save_dir} exists and is not a directory")
@@ -1113,6 +1452,45 @@ def global_rank() -> int:
     return dist.get_rank() if dist.is_available() and dist.is_initialized() else int(os.getenv("RANK", 0))
 
 
+def cache_title(args) -> str:
+    if args.cache == "teacache":
+        return f"TeaCache (thresh {args.teacache_thresh})"
+    if args.cache == "magcache":
+        return f"MagCache (thresh {args.magcache_thresh}, K {args.magcache_K}, retention {args.retention_ratio})"
+    if args.cache == "deltacache":
+        return (f"Delta cache (full steps: first {args.delta_warmup}, double blocks every {args.delta_interval}, "
+                f"single blocks on {format_blocks(args.delta_single_steps, ranges=False)})")
+    return {"easycache": f"EasyCache (thresh {args.thresh}, warm-up {args.ret_steps})",
+            "calibrate": "Calibration run (no cache)", "none": "Baseline (no cache)"}[args.cache]
+
+
+def enable_from_args(sampler, args) -> HunyuanCache:
+    """The cache the command line asks for, on a built sampler."""
+    if args.cache == "teacache":
+        return enable_teacache(sampler, args.teacache_thresh, args.teacache_coefficients)
+    if args.cache == "magcache":
+        return enable_magcache(sampler, args.magcache_ratios, args.magcache_thresh, args.magcache_K,
+                               args.retention_ratio)
+    if args.cache == "deltacache":
+        return enable_deltacache(sampler, args.delta_double_cached, args.delta_single_cached, args.delta_warmup,
+                                 args.delta_interval, args.delta_single_steps)
+    if args.cache == "calibrate":
+        return calibrate_sampler(sampler)
+    return enable_easycache(sampler, args.thresh, args.ret_steps, enabled=args.cache == "easycache")
+
+
+def write_calibration(cache, args) -> None:
+    """Add this run's measurements to the --calibrate file (rank 0)."""
+    previous = None
+    if os.path.exists(args.calibrate):
+        with open(args.calibrate) as f:
+            previous = json.load(f)
+    calibration = merge_calibration(previous, cache.forward.policy, use_ret_steps=False)
+    write_json(args.calibrate, {"video_size": list(video_size(args)), "infer_steps": args.infer_steps,
+                                **calibration}, overwrite=True)
+    print(f"  calibration ({calibration['videos']} video(s)): {args.calibrate}")
+
+
 def finish_report(cache, args, saved, total_seconds, title_suffix="", extra=None) -> dict:
     """The run's report: printed on rank 0, written as JSON next to every saved video.
     A collective under torch.distributed."""
@@ -1120,8 +1498,7 @@ def finish_report(cache, args, saved, total_seconds, title_suffix="", extra=None
     report["total_seconds"] = total_seconds
     report.update(extra or {})
     if global_rank() == 0:
-        title = (f"EasyCache (thresh {args.thresh}, warm-up {args.ret_steps})"
-                 if args.cache == "easycache" else "Baseline (no cache)")
+        title = cache_title(args)
         height, width = video_size(args)
         print(f"{title}{title_suffix} report for {height}x{width}, {args.video_length} frames, "
               f"{args.infer_steps} steps:")
@@ -1153,7 +1530,7 @@ def run(sv, args) -> dict:
 
     def build(*a, **kw):
         sampler = from_pretrained(*a, **kw)
-        caches.append(enable_easycache(sampler, args.thresh, args.ret_steps, enabled=args.cache == "easycache"))
+        caches.append(enable_from_args(sampler, args))
         return sampler
 
     started = time.perf_counter()
@@ -1161,7 +1538,10 @@ def run(sv, args) -> dict:
             mock.patch.object(sampler_class, "from_pretrained", staticmethod(build)), \
             mock.patch.object(sv, "save_videos_grid", atomic_saver(sv.save_videos_grid, args, saved)):
         sv.main()
-    return finish_report(caches[-1], args, saved, time.perf_counter() - started)
+    report = finish_report(caches[-1], args, saved, time.perf_counter() - started)
+    if args.cache == "calibrate" and global_rank() == 0:
+        write_calibration(caches[-1], args)
+    return report
 
 
 def main(argv=None) -> None:

@@ -207,7 +207,7 @@ def parse_args(svg: SVG, cache_script, argv=None):
     """SVG's parser plus the cache flags; everything checked before any model is loaded."""
     parser = cache_script.upstream_parser(svg.config.parse_args)
     fail = cache_script.one_line_errors(parser, PROG)
-    cache_script.add_cache_args(parser)
+    cache_script.add_cache_args(parser, peers=False)  # block-level peers are untested with SVG's blocks
     args = parser.parse_args(argv)
     try:
         args = svg.config.sanity_check_args(args)

@@ -60,3 +60,19 @@ def test_real_xdit_wrapper_keeps_the_cache_on(tmp_path):
 
 def test_real_sample_video_main_through_our_run(tmp_path):
     assert "cli ok" in run_check(tmp_path, "cli_run", str(tmp_path / "results"))
+
+
+def test_real_pipeline_with_each_peer_method(tmp_path):
+    out = run_check(tmp_path, "peers")
+    for name in ("teacache", "magcache", "deltacache"):
+        assert f"{name} cfg 1.0 computed" in out and f"{name} cfg 5.0 computed" in out
+
+
+def test_real_xdit_wrapper_with_each_peer_method(tmp_path):
+    out = run_check(tmp_path, "peers_xdit")
+    assert all(f"xdit {name} blocks" in out for name in ("teacache", "magcache", "deltacache"))
+
+
+def test_real_sample_video_main_with_calibration_and_each_peer(tmp_path):
+    (tmp_path / "results").mkdir()
+    assert "peers cli ok" in run_check(tmp_path, "peers_cli", str(tmp_path / "results"))

@@ -95,6 +95,7 @@ class StepDecision:
     k: Optional[float]
     eps: Optional[float]
     accumulated: float  # E after this step's update
+    groups: Optional[dict] = None  # per named segment group, whether its blocks run (fixed schedules)
 
 
 def _finite_or_none(value: float) -> Optional[float]:
@@ -228,10 +229,15 @@ WAN21_TEACACHE_COEFFICIENTS = {
 }
 
 
-def relative_l1(current: Sequence[torch.Tensor], previous: Sequence[torch.Tensor]) -> float:
-    """mean|current - previous| / mean|previous| over all elements (nan when undefined)."""
-    diff = sum((c.float() - p.float()).abs().sum() for c, p in zip(current, previous)).item()
-    norm = sum(p.float().abs().sum() for p in previous).item()
+def relative_l1(current: Sequence[torch.Tensor], previous: Sequence[torch.Tensor],
+                reduce: Optional[Callable[[torch.Tensor], torch.Tensor]] = None) -> float:
+    """mean|current - previous| / mean|previous| over all elements (nan when undefined).
+    ``reduce`` sums the two partial sums over the processes that each hold a shard."""
+    diff = sum((c.float() - p.float()).abs().sum() for c, p in zip(current, previous))
+    norm = sum(p.float().abs().sum() for p in previous)
+    if reduce is not None:
+        diff, norm = reduce(torch.stack([diff, norm]))
+    diff, norm = diff.item(), norm.item()
     return diff / norm if norm > 0 else math.nan
 
 
@@ -251,7 +257,8 @@ class TeaCachePolicy:
     or ``reuse(branch, before)`` for ``before + residual``.
     """
 
-    def __init__(self, threshold: float, coefficients: Sequence[float], use_ret_steps: bool = False):
+    def __init__(self, threshold: float, coefficients: Sequence[float], use_ret_steps: bool = False,
+                 reduce: Optional[Callable[[torch.Tensor], torch.Tensor]] = None):
         if not (threshold >= 0 and math.isfinite(threshold)):
             raise ValueError(f"threshold must be a finite number >= 0, got {threshold}")
         if not coefficients:
@@ -261,6 +268,7 @@ class TeaCachePolicy:
         self.use_ret_steps = use_ret_steps
         self.warmup_steps = 5 if use_ret_steps else 1
         self.force_last = not use_ret_steps
+        self.reduce = reduce  # the indicator is a per-rank shard: sum its statistics over ranks
         self.start_video(num_steps=0)
 
     @property
@@ -285,7 +293,7 @@ class TeaCachePolicy:
             forced = "no-statistic"
         eps = None
         if forced is None:
-            value = polyval(self.coefficients, relative_l1(indicator, self.prev_indicator))
+            value = polyval(self.coefficients, relative_l1(indicator, self.prev_indicator, self.reduce))
             eps = value if math.isfinite(value) else None
             if eps is None:
                 forced = "no-statistic"
@@ -317,16 +325,23 @@ EasyCache offered for comparison: a fixed schedule, no runtime indicator.
 On full steps every block runs and the delta (output - input) of each background segment is
 stored, per CFG branch; on the other steps only the foreground blocks run and each background
 segment (an isolated block, or a contiguous run of blocks) replays its stored delta.
-Published profile, Wan2.1-14B T2V: steps 0-5 full, then every 6th step (6, 12, ..., 48);
-12 foreground blocks of 40.
+Published profiles: Wan2.1-14B T2V: steps 0-5 full, then every 6th step (6, 12, ..., 48);
+12 foreground blocks of 40. HunyuanVideo: steps 0-5 full; double-stream blocks 6-19 replayed
+as one range except every 6th step; 24 of the 40 single-stream blocks replayed, refreshed
+on steps 6, 18, 26, 32, 38, 42, 46 and 48.
 """
 
-from typing import Callable, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
 
 WAN21_14B_T2V_FOREGROUND = (1, 8, 9, 21, 22, 23, 24, 33, 34, 35, 36, 39)
+# HunyuanVideo's published profile: the cached (background) blocks of each stack, and the steps
+# on which the single-stream deltas are refreshed (the double-stream range every 6th step).
+HUNYUAN_DOUBLE_CACHED = tuple(range(6, 20))
+HUNYUAN_SINGLE_CACHED = (0, 2, 4, 5, 6, 7, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 23, 25, 26, 27, 31, 33)
+HUNYUAN_SINGLE_REFRESH_STEPS = (6, 18, 26, 32, 38, 42, 46, 48)
 
 
 def block_segments(num_blocks: int, foreground: Sequence[int]) -> List[Tuple[int, int, bool]]:
@@ -346,35 +361,68 @@ def block_segments(num_blocks: int, foreground: Sequence[int]) -> List[Tuple[int
     return segments
 
 
-class DeltaCachePolicy:
-    """Full steps: ``step < warmup_steps`` or ``step % interval == 0``."""
+class RefreshSchedule:
+    """When cached segments run in full: the first ``warmup_steps`` steps, then every
+    ``interval``-th step, or, given ``refresh_steps``, exactly those steps."""
 
-    def __init__(self, warmup_steps: int = 6, interval: int = 6):
+    def __init__(self, warmup_steps: int = 6, interval: int = 6, refresh_steps: Optional[Sequence[int]] = None):
         if warmup_steps < 0 or interval < 1:
             raise ValueError(f"need warmup_steps >= 0 and interval >= 1, got {warmup_steps}, {interval}")
         self.warmup_steps, self.interval = int(warmup_steps), int(interval)
+        self.refresh_steps = None if refresh_steps is None else tuple(sorted(int(s) for s in refresh_steps))
+
+    @property
+    def settings(self) -> dict:
+        if self.refresh_steps is None:
+            return {"warmup_steps": self.warmup_steps, "interval": self.interval}
+        return {"warmup_steps": self.warmup_steps, "refresh_steps": list(self.refresh_steps)}
+
+    def _due(self, step: int) -> bool:
+        if self.refresh_steps is None:
+            return step % self.interval == 0
+        return step in self.refresh_steps
+
+    def reason(self, step: int, refreshed: bool) -> str:
+        """Why the segments run (warmup, schedule, no-statistic: no delta yet), or reuse."""
+        if step < self.warmup_steps:
+            return "warmup"
+        if self._due(step):
+            return "schedule"
+        return "reuse" if refreshed else "no-statistic"
+
+
+class DeltaCachePolicy:
+    """Segments marked ``True`` follow the policy's own schedule (its ``compute``); segments
+    naming a group in ``groups`` follow that group's schedule (``decision.groups[name]``), so
+    block stacks can refresh on different steps (HunyuanVideo's published profile)."""
+
+    def __init__(self, warmup_steps: int = 6, interval: int = 6, refresh_steps: Optional[Sequence[int]] = None,
+                 groups: Optional[Dict[str, RefreshSchedule]] = None):
+        self.schedule = RefreshSchedule(warmup_steps, interval, refresh_steps)
+        self.groups = dict(groups or {})
         self.start_video(num_steps=0)
 
     @property
     def settings(self) -> dict:
-        return {"warmup_steps": self.warmup_steps, "interval": self.interval}
+        settings = dict(self.schedule.settings)
+        if self.groups:
+            settings["groups"] = {name: schedule.settings for name, schedule in self.groups.items()}
+        return settings
 
     def start_video(self, num_steps: int) -> None:
         self.num_steps = num_steps
         self.deltas = {}
+        self._refreshed = set()  # schedules whose segments hold deltas of this video
         self.decisions: List[StepDecision] = []
 
     def decide(self, step: int, indicator=None, agree: Optional[Callable[[bool], bool]] = None) -> StepDecision:
-        if step < self.warmup_steps:
-            reason = "warmup"
-        elif step % self.interval == 0:
-            reason = "schedule"
-        elif not self.deltas:
-            reason = "no-statistic"
-        else:
-            reason = "reuse"
-        compute = reason != "reuse"  # the same on every rank: a schedule needs no agreement
-        decision = StepDecision(step, compute, reason, None, None, 0.0)
+        # the same on every rank: a schedule needs no agreement
+        reason = self.schedule.reason(step, None in self._refreshed)
+        runs = {None: reason != "reuse"}
+        runs.update((name, s.reason(step, name in self._refreshed) != "reuse") for name, s in self.groups.items())
+        self._refreshed.update(name for name, run in runs.items() if run)
+        groups = {name: run for name, run in runs.items() if name is not None}
+        decision = StepDecision(step, runs[None], reason, None, None, 0.0, groups or None)
         self.decisions.append(decision)
         return decision
 
@@ -584,6 +632,15 @@ def agree_across_ranks(wants_compute: bool, device: torch.device) -> bool:
     return bool(flag.item())
 
 
+def sum_across_ranks(tensor: torch.Tensor) -> torch.Tensor:
+    """``tensor`` summed over all ranks (statistics of a per-rank token shard)."""
+    if distributed_world() == 1:
+        return tensor
+    total = tensor.clone()
+    dist.all_reduce(total, op=dist.ReduceOp.SUM)
+    return total
+
+
 def _synchronize(tensors: Sequence[torch.Tensor]) -> None:
     if tensors and tensors[0].is_cuda:
         torch.cuda.synchronize(tensors[0].device)
@@ -648,6 +705,8 @@ class CachedForward:
         if self.policy is not None and self.policy.decisions:
             d = self.policy.decisions[-1]  # this call's decision (per step, or per branch)
             row.update(reason=d.reason, k=d.k, eps=d.eps, E=d.accumulated)
+            if d.groups:
+                row["groups"] = dict(d.groups)
         self.calls.append(row)
         return result
 
@@ -744,19 +803,21 @@ def format_report(report: dict) -> str:
 # <<< easycache/runtime.py
 
 # >>> easycache/blocks.py (generated by tools/amalgamate.py: edit the source, not this copy)
-"""Block-level caching (TeaCache, the delta cache): the model's forward always runs
-(embeddings, head), but its loop over the transformer blocks runs or replays segments of
+"""Block-level caching (TeaCache, MagCache, the delta cache): the model's forward always runs
+(embeddings, head), but its loops over the transformer blocks run or replay segments of
 blocks, each replayed as ``input + cached delta`` in token space.
 
-Upstream forwards iterate ``for block in self.blocks: x = block(x, **kwargs)``. Instead of
-copying those forwards (which differ under sequence parallel), the block list's class is
-swapped on the instance for one whose iteration yields one runner per segment. So it works
-inside whatever forward the instance has, on each rank's token shard, and under FSDP
-(blocks keep their modules and parameters; only iteration changes).
+Upstream forwards iterate their block lists (Wan: ``for block in self.blocks: x = block(x, **kw)``;
+HunyuanVideo: ``img, txt = block(*args)`` over the double-stream blocks, then
+``x = block(*args)`` over the single-stream ones). Instead of copying those forwards (which
+differ under sequence parallel), each block list's class is swapped on the instance for one
+whose iteration yields one runner per segment. So it works inside whatever forward the
+instance has, on each rank's token shard, and under FSDP (blocks keep their modules and
+parameters; only iteration changes).
 """
 
 import functools
-from typing import Callable, List, Optional, Sequence, Tuple
+from typing import Callable, List, Optional, Sequence, Tuple, Union
 
 import torch
 
@@ -765,40 +826,78 @@ _HOOKED_CLASSES = {}
 
 
 def _hooked_class(cls):
-    """``cls`` whose iteration yields the instance's segment runners."""
+    """``cls`` whose iteration yields the instance's segment runners while they are armed."""
     if cls not in _HOOKED_CLASSES:
         def __iter__(self):
-            return iter(self.__dict__["_segment_runners"])
+            runners = self.__dict__["_segment_runners"]()
+            return iter(runners) if runners is not None else cls.__iter__(self)
         _HOOKED_CLASSES[cls] = type(f"Cached{cls.__name__}", (cls,), {"__iter__": __iter__})
     return _HOOKED_CLASSES[cls]
 
 
 class CachedBlockStack(CachedForward):
-    """CachedForward whose decisions act on segments of the block list ``blocks``.
+    """CachedForward whose decisions act on segments of one or more block lists.
 
-    ``segments``: ``[(start, end, cached)]`` covering the blocks (default: the whole stack,
-    cached). Cached segments run on computed steps (their delta is stored under the key
-    ``(branch, segment)``) and replay it on the others; uncached ones always run.
-    ``indicator_of(tokens, block_kwargs)`` gives the decision input on the decision branch.
+    ``blocks``: a ModuleList, or a sequence of them run one after the other (their blocks are
+    numbered on, in that order). ``carried``: per list, how many leading positional arguments
+    its blocks return (Wan: ``x``; HunyuanVideo's double-stream blocks: ``img, txt``).
+    ``segments``: ``[(start, end, cached)]`` covering the blocks (default: all of them, one
+    cached segment). Uncached segments always run; segments marked ``True`` run on computed
+    calls and replay their delta otherwise; a segment naming a group follows
+    ``decision.groups[name]`` (schedules that differ per stack). A segment may span lists:
+    its delta is taken from what its first list carries in to what its last list carries
+    out, each over the input's leading tokens (dim 1), so a span over HunyuanVideo's image
+    stream and its merged image+text stream measures the image tokens.
+    ``indicator_of(block_args, block_kwargs)``: the decision input, from the first block call.
+    ``arm_on``: when given, the lists yield runners only after this module has run in a
+    counted call (HunyuanVideo's xDiT wrapper iterates the blocks itself before the forward).
     """
 
-    def __init__(self, module: torch.nn.Module, blocks: torch.nn.ModuleList, policy, branches,
-                 inputs_of, indicator_of: Callable[[torch.Tensor, dict], List[torch.Tensor]] = lambda t, k: None,
-                 segments: Optional[Sequence[Tuple[int, int, bool]]] = None):
+    def __init__(self, module: torch.nn.Module, blocks: Union[torch.nn.ModuleList, Sequence[torch.nn.ModuleList]],
+                 policy, branches, inputs_of, indicator_of: Callable[[tuple, dict], List[torch.Tensor]] = lambda a, k: None,
+                 segments: Optional[Sequence[Tuple[int, int, object]]] = None, carried: Sequence[int] = None,
+                 arm_on: Optional[torch.nn.Module] = None):
         super().__init__(module, policy, branches, inputs_of, outputs_of=None, make_output=None)
-        self.blocks = blocks
+        self.lists = [blocks] if isinstance(blocks, torch.nn.ModuleList) else list(blocks)
+        self.carried = list(carried) if carried is not None else [1] * len(self.lists)
+        self.num_blocks = sum(len(b) for b in self.lists)
         self.indicator_of = indicator_of
-        self.segments = list(segments) if segments is not None else [(0, len(blocks), True)]
-        self._call_state: Optional[tuple] = None
-        if policy is not None:
-            runners = [functools.partial(self._run_segment, i) for i in range(len(self.segments))]
-            blocks.__dict__["_segment_runners"] = runners
+        self.segments = list(segments) if segments is not None else [(0, self.num_blocks, True)]
+        self._call_state: Optional[dict] = None
+        self._armed = arm_on is None
+        self._arm_hook = None
+        if policy is None:
+            return
+        offset = 0
+        for index, blocks in enumerate(self.lists):
+            runners = self._runners(index, offset, offset + len(blocks))
+            blocks.__dict__["_segment_runners"] = lambda runners=runners: runners if self._armed else None
             blocks.__class__ = _hooked_class(type(blocks))
+            offset += len(blocks)
+        if arm_on is not None:
+            self._arm_hook = arm_on.register_forward_pre_hook(self._arm)
+
+    def _runners(self, list_index, first, end):
+        """One runner per segment overlapping blocks [first, end) of the concatenated lists."""
+        runners = []
+        for seg, (start, stop, _) in enumerate(self.segments):
+            if start < end and stop > first:
+                lo, hi = max(start, first) - first, min(stop, end) - first
+                runners.append(functools.partial(self._run_part, seg, list_index, lo, hi,
+                                                 start >= first, stop <= end))
+        return runners
+
+    def _arm(self, *_) -> None:
+        if self._call_state is not None:
+            self._armed = True
 
     def disable(self) -> None:
-        if "_segment_runners" in self.blocks.__dict__:
-            self.blocks.__class__ = type(self.blocks).__mro__[1]
-            del self.blocks.__dict__["_segment_runners"]
+        for blocks in self.lists:
+            if "_segment_runners" in blocks.__dict__:
+                blocks.__class__ = type(blocks).__mro__[1]
+                del blocks.__dict__["_segment_runners"]
+        if self._arm_hook is not None:
+            self._arm_hook.remove()
         super().disable()
 
     def start_video(self, num_steps: int) -> None:
@@ -806,39 +905,63 @@ class CachedBlockStack(CachedForward):
         self.blocks_run = 0
 
     def _cached_call(self, step, branch, x, args, kwargs):
-        self._call_state = (step, branch)
+        self._call_state = {"step": step, "branch": branch, "decided": False, "before": {}}
         try:
             result = self.inner_forward(*args, **kwargs)
         finally:
             self._call_state = None
-        return result, self.policy.decisions[-1].compute
+            self._armed = self._arm_hook is None
+        decision = self.policy.decisions[-1]
+        return result, decision.compute and all((decision.groups or {}).values())
 
-    def _run_segment(self, index, tokens, **block_kwargs):
-        start, end, cached = self.segments[index]
-        if self._call_state is None:  # the blocks used outside a counted call: plain run
-            return self._run_blocks(start, end, tokens, block_kwargs)
-        step, branch = self._call_state
-        if index == 0:
-            self._decide(step, branch, self.indicator_of(tokens, block_kwargs), tokens.device)
-        if not cached:
-            return self._run_blocks(start, end, tokens, block_kwargs)
-        if self.policy.decisions[-1].compute:
-            before = tokens.clone()
-            tokens = self._run_blocks(start, end, tokens, block_kwargs)
-            self.policy.record_computed((branch, index), [before], [tokens])
-            return tokens
-        return self.policy.reuse((branch, index), [tokens])[0]
+    def _segment_runs(self, cached) -> bool:
+        decision = self.policy.decisions[-1]
+        if cached is True:
+            return decision.compute
+        return cached is not False and decision.groups[cached]
 
-    def _run_blocks(self, start, end, tokens, block_kwargs):
-        for i in range(start, end):
-            tokens = self.blocks[i](tokens, **block_kwargs)
+    def _run_part(self, seg, list_index, lo, hi, opens, closes, *args, **kwargs):
+        """Blocks [lo, hi) of list ``list_index``, part of segment ``seg`` (``opens``: its first
+        part, ``closes``: its last), called as the upstream loop calls one block."""
+        n = self.carried[list_index]
+        state, rest = list(args[:n]), args[n:]
+        call = self._call_state
+        if call is None:  # the blocks used outside a counted call: plain run
+            return self._pack(self._run_blocks(list_index, lo, hi, state, rest, kwargs))
+        if not call["decided"]:
+            call["decided"] = True
+            self._decide(call["step"], call["branch"], self.indicator_of(args, kwargs), state[0].device)
+        cached = self.segments[seg][2]
+        key = (call["branch"], seg)
+        if cached is False or self._segment_runs(cached):
+            if cached is not False and opens:
+                call["before"][seg] = [t.clone() for t in state]
+            state = self._run_blocks(list_index, lo, hi, state, rest, kwargs)
+            if cached is not False and closes:
+                before = call["before"].pop(seg)
+                after = [a[:, :b.shape[1]] for a, b in zip(state, before)]
+                self.policy.record_computed(key, before[:len(after)], after)
+        elif opens:  # replay the whole segment here; its later parts pass their input on
+            replayed = self.policy.reuse(key, state)
+            state = replayed + state[len(replayed):]
+        return self._pack(state)
+
+    @staticmethod
+    def _pack(state):
+        return state[0] if len(state) == 1 else tuple(state)
+
+    def _run_blocks(self, list_index, lo, hi, state, rest, kwargs):
+        blocks = self.lists[list_index]
+        for i in range(lo, hi):
+            out = blocks[i](*state, *rest, **kwargs)
+            state = list(out) if isinstance(out, tuple) else [out]
         if self._call_state is not None:
-            self.blocks_run += end - start
-        return tokens
+            self.blocks_run += hi - lo
+        return state
 
     def report(self) -> dict:
         report = super().report()
-        total = len(self.calls) * len(self.blocks)
+        total = len(self.calls) * self.num_blocks
         # embeddings and head always run: the block work is what a reused segment saves
         report.update(blocks_run=self.blocks_run, blocks_total=total,
                       ideal_speedup=total / self.blocks_run if self.blocks_run else None)

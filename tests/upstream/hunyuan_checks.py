@@ -128,7 +128,7 @@ def make_args(sample_video, script, *extra):
     return script.parse_args(sample_video, argv)
 
 
-def make_sampler(args):
+def make_sampler(args, double=1, single=1):
     """A real HunyuanVideoSampler around a tiny real DiT (built the way load_model builds it)."""
     from hyvideo.inference import HunyuanVideoSampler
     from hyvideo.modules.models import HYVideoDiffusionTransformer
@@ -136,7 +136,7 @@ def make_sampler(args):
         torch.manual_seed(0)
         model = HYVideoDiffusionTransformer(
             args, in_channels=16, out_channels=16, hidden_size=64, heads_num=2, mlp_width_ratio=2.0,
-            mm_double_blocks_depth=1, mm_single_blocks_depth=1, rope_dim_list=[8, 12, 12], guidance_embed=True,
+            mm_double_blocks_depth=double, mm_single_blocks_depth=single, rope_dim_list=[8, 12, 12], guidance_embed=True,
             dtype=torch.float32, device="cpu")
         for p in model.parameters():  # zero-initialised gates and heads would make v = 0
             torch.nn.init.normal_(p, std=0.05)
@@ -234,14 +234,13 @@ def check_contract(sample_video, script):
     print("contract ok")
 
 
-def check_xdit(sample_video, script):
-    """HunyuanVideo's own parallelize_transformer (world size 1 through xfuser stand-ins) binds its
-    forward on the instance; the cache, enabled after it, still skips steps."""
-    import hyvideo.inference as inference
+class LongContextAttention:
+    def __bool__(self):  # one rank: the blocks keep their plain attention path
+        return False
 
-    class LongContextAttention:
-        def __bool__(self):  # one rank: the blocks keep their plain attention path
-            return False
+
+def install_xfuser_standins(inference):
+    """xfuser's attention and process-group queries for one rank, so parallelize_transformer runs."""
     for name in ("xfuser", "xfuser.core", "xfuser.core.long_ctx_attention"):
         sys.modules[name] = types.ModuleType(name)
     sys.modules["xfuser.core.long_ctx_attention"].xFuserLongContextAttention = LongContextAttention
@@ -249,6 +248,12 @@ def check_xdit(sample_video, script):
     inference.get_sequence_parallel_rank = lambda: 0
     inference.get_sp_group = lambda: types.SimpleNamespace(all_gather=lambda tensor, dim: tensor)
 
+
+def check_xdit(sample_video, script):
+    """HunyuanVideo's own parallelize_transformer (world size 1 through xfuser stand-ins) binds its
+    forward on the instance; the cache, enabled after it, still skips steps."""
+    import hyvideo.inference as inference
+    install_xfuser_standins(inference)
     args = make_args(sample_video, script)
     baseline = predict(make_sampler(args))
     sampler = make_sampler(args)
@@ -266,6 +271,110 @@ def check_xdit(sample_video, script):
     report = cache.report()
     assert len(batches) == report["dit_calls_computed"] < STEPS, report["dit_calls_computed"]
     print(f"xdit computed {len(batches)}/{STEPS}")
+
+
+def count_blocks(sampler):
+    runs = []
+    model = sampler.pipeline.transformer
+    for block in list(model.double_blocks._modules.values()) + list(model.single_blocks._modules.values()):
+        block.register_forward_pre_hook(lambda *_: runs.append(1))
+    return runs
+
+
+PEERS = {
+    "teacache": lambda script, s: script.enable_teacache(s, 0.3, [1.0, 0.0]),
+    "magcache": lambda script, s: script.enable_magcache(s, [0.95] * STEPS, 0.12, 6, 0.2),
+    "deltacache": lambda script, s: script.enable_deltacache(s, [1, 2], [0, 2, 3], 3, 3, [5, 8]),
+}
+OFF = {
+    "teacache": lambda script, s: script.enable_teacache(s, 0.0, [1.0, 0.0]),
+    "magcache": lambda script, s: script.enable_magcache(s, [0.95] * STEPS, 0.0),
+    "deltacache": lambda script, s: script.enable_deltacache(s, [1, 2], [0, 2, 3], STEPS),
+    "calibrate": lambda script, s: script.calibrate_sampler(s),
+}
+
+
+def check_peers(sample_video, script):
+    """Each peer method on the real sampler, pipeline and DiT (3 double, 4 single blocks): computing
+    every step is bitwise the baseline (batch 1 and 2); otherwise blocks run == the report, the
+    TeaCache indicator is the first double block's modulated image input, reused TeaCache steps
+    feed the head image tokens + the stored residual, and state resets per video."""
+    args = make_args(sample_video, script)
+    for cfg_scale in (1.0, 5.0):
+        baseline = predict(make_sampler(args, 3, 4), cfg_scale)
+        for name, enable in OFF.items():
+            sampler = make_sampler(args, 3, 4)
+            runs = count_blocks(sampler)
+            cache = enable(script, sampler)
+            assert torch.equal(predict(sampler, cfg_scale), baseline), (name, cfg_scale)
+            assert cache.report()["blocks_run"] == len(runs) == 7 * STEPS, name
+        for name, enable in PEERS.items():
+            sampler = make_sampler(args, 3, 4)
+            runs = count_blocks(sampler)
+            model = sampler.pipeline.transformer
+            seen = {"qkv": [], "embedded": [], "head": []}
+            model.double_blocks[0].img_attn_qkv.register_forward_pre_hook(lambda m, a: seen["qkv"].append(a[0]))
+            model.img_in.register_forward_hook(lambda m, a, out: seen["embedded"].append(out))
+            model.final_layer.register_forward_pre_hook(lambda m, a: seen["head"].append(a[0]))
+            cache = enable(script, sampler)
+            samples = predict(sampler, cfg_scale)
+            report = cache.report()
+            computed = [c["computed"] for c in report["calls"]]
+            blocks_run = len(runs)
+            assert report["blocks_run"] == blocks_run < 7 * STEPS and torch.isfinite(samples).all(), name
+            assert 0 < sum(computed) < STEPS, (name, computed)
+            if name == "teacache":
+                assert torch.allclose(cache.forward.policy.prev_indicator[0], seen["qkv"][-1], atol=1e-5)
+                reused = max(i for i, c in enumerate(computed) if not c)
+                source = max(i for i in range(reused) if computed[i])
+                residual = seen["head"][source] - seen["embedded"][source]
+                assert torch.allclose(seen["head"][reused], seen["embedded"][reused] + residual, atol=1e-5)
+            predict(sampler, cfg_scale, seed=3, steps=6)
+            predict(sampler, cfg_scale)
+            assert [c["computed"] for c in cache.report()["calls"]] == computed, name
+            print(f"{name} cfg {cfg_scale} computed {sum(computed)}/{STEPS} blocks {blocks_run}/{7 * STEPS}")
+
+
+def check_peers_xdit(sample_video, script):
+    """HunyuanVideo's own parallelize_transformer (world size 1 through xfuser stand-ins) iterates
+    ``double_blocks + single_blocks`` itself before calling the forward; the hooked block loops
+    leave that iteration the real blocks and still cache inside the forward."""
+    import hyvideo.inference as inference
+    install_xfuser_standins(inference)
+    args = make_args(sample_video, script)
+    for name, enable in PEERS.items():
+        reference = enable(script, make_sampler(args, 3, 4))
+        expected = predict(reference.sampler)
+        sampler = make_sampler(args, 3, 4)
+        inference.parallelize_transformer(sampler.pipeline)
+        runs = count_blocks(sampler)
+        cache = enable(script, sampler)
+        samples = predict(sampler)
+        model = sampler.pipeline.transformer
+        blocks = list(model.double_blocks._modules.values()) + list(model.single_blocks._modules.values())
+        assert all(isinstance(b.hybrid_seq_parallel_attn, LongContextAttention) for b in blocks)
+        assert torch.allclose(samples, expected, atol=1e-5), name
+        assert cache.report()["blocks_run"] == len(runs) == reference.report()["blocks_run"] < 7 * STEPS
+        print(f"xdit {name} blocks {len(runs)}/{7 * STEPS}")
+
+
+def check_peers_cli(sample_video, script, out_dir):
+    """Our run() with --calibrate, then each --cache, through the real sample_video.main()."""
+    calibration = os.path.join(out_dir, "cal.json")
+    sample_video.HunyuanVideoSampler.from_pretrained = staticmethod(lambda path, args: make_sampler(args, 3, 4))
+    common = ["--video-size", "64", "64", "--video-length", "5", "--infer-steps", str(STEPS), "--seed", "0"]
+    for i, extra in enumerate((["--calibrate", calibration],
+                               ["--cache", "magcache", "--magcache-ratios", calibration, "--magcache-thresh", "0.5"],
+                               ["--cache", "teacache", "--teacache-coefficients", "1,0", "--teacache-thresh", "0.3"],
+                               ["--cache", "deltacache", "--delta-double-cached", "1-2", "--delta-single-cached",
+                                "0,2-3", "--delta-warmup", "3", "--delta-interval", "3", "--delta-single-steps", "5,8"])):
+        out = os.path.join(out_dir, f"run{i}")
+        args = make_args(sample_video, script, *common, "--save-path", out, *extra)
+        report = script.run(sample_video, args)
+        saved = [f for f in os.listdir(out) if f.endswith(".report.json")]
+        assert len(saved) == 1 and json.load(open(os.path.join(out, saved[0])))["blocks_run"] == report["blocks_run"]
+    assert len(json.load(open(calibration))["magcache_ratios"]) == STEPS
+    print("peers cli ok")
 
 
 def check_cli_run(sample_video, script, out_dir):

@@ -55,7 +55,7 @@ def parallelize_transformer(pipe):
         for f in (freqs_cos, freqs_sin):
             f = f.reshape(temporal_size, h, w, f.shape[-1])
             freqs.append(torch.chunk(f, world, dim=split_dim - 1)[rank].reshape(-1, f.shape[-1]))
-        for block in list(transformer.double_blocks) + list(transformer.single_blocks):
+        for block in transformer.double_blocks + transformer.single_blocks:
             block.hybrid_seq_parallel_attn = functools.partial(all_gather, dim=1)
         output = original_forward(x, t, text_states, text_mask, text_states_2, freqs[0], freqs[1], guidance,
                                   return_dict)

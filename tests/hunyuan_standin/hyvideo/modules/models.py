@@ -1,10 +1,14 @@
-"""A tiny HYVideoDiffusionTransformer with the real forward contract.
+"""A tiny HYVideoDiffusionTransformer with the real forward contract and structure.
 
-Video tokens (latent patchified by [1, 2, 2]) and text tokens go through joint attention
-blocks with 3D RoPE on the video tokens and adaptive modulation from the timestep, the pooled
-text and (guidance-distilled model) the embedded guidance. Blocks carry a
-``hybrid_seq_parallel_attn`` slot like the real ones: when the xDiT wrapper fills it, each rank
-holds a slice of the video tokens and attention gathers the keys and values of all ranks.
+Video tokens (latent patchified by [1, 2, 2]) and text tokens go through double-stream blocks
+(``img, txt = block(img, txt, vec, cu_seqlens_q, cu_seqlens_kv, max_seqlen_q, max_seqlen_kv,
+freqs_cis)``), are concatenated (video first), and go through single-stream blocks
+(``x = block(x, vec, txt_len, ..., (freqs_cos, freqs_sin))``), as in the real forward; joint
+attention with 3D RoPE on the video tokens and adaptive modulation (``img_mod``, ``img_norm1``,
+``modulation``, ``pre_norm``) from the timestep, the pooled text and (guidance-distilled model)
+the embedded guidance. Blocks carry a ``hybrid_seq_parallel_attn`` slot like the real ones:
+when the xDiT wrapper fills it, each rank holds a slice of the video tokens and attention
+gathers the keys and values of all ranks.
 """
 
 import math
@@ -37,40 +41,111 @@ def apply_rope(x, cos, sin):
     return (x.float() * cos[None, :, None] + rotated * sin[None, :, None]).to(x.dtype)
 
 
-class JointBlock(nn.Module):
+def get_cu_seqlens(text_mask, img_len):
+    """Flash attention's varlen boundaries: per batch row, the valid tokens (video + unpadded
+    text) then the padding."""
+    batch, max_len = text_mask.shape[0], text_mask.shape[1] + img_len
+    cu_seqlens = torch.zeros(2 * batch + 1, dtype=torch.int32, device=text_mask.device)
+    for i, text_len in enumerate(text_mask.sum(dim=1)):
+        cu_seqlens[2 * i + 1] = i * max_len + text_len + img_len
+        cu_seqlens[2 * i + 2] = (i + 1) * max_len
+    return cu_seqlens
+
+
+def modulate(x, shift=None, scale=None):
+    return x * (1 + scale.unsqueeze(1)) + shift.unsqueeze(1)
+
+
+class ModulateDiT(nn.Module):
+    def __init__(self, hidden_size, factor):
+        super().__init__()
+        self.act = nn.SiLU()
+        self.linear = nn.Linear(hidden_size, factor * hidden_size)
+
+    def forward(self, x):
+        return self.linear(self.act(x))
+
+
+def joint_attention(block, img_q, img_k, img_v, txt_q, txt_k, txt_v, freqs_cis, cu_seqlens_q):
+    """Video tokens (RoPE) then text tokens attend jointly; padded text keys are masked. Under
+    xDiT each rank holds a slice of the video tokens and gathers every rank's keys and values."""
+    if freqs_cis is not None:
+        img_q, img_k = apply_rope(img_q, *freqs_cis), apply_rope(img_k, *freqs_cis)
+    if block.hybrid_seq_parallel_attn is not None:
+        img_k, img_v = block.hybrid_seq_parallel_attn(img_k), block.hybrid_seq_parallel_attn(img_v)
+    b, local_len, txt_len = img_q.shape[0], img_q.shape[1], txt_q.shape[1]
+    seq_len = local_len + txt_len
+    valid_text = torch.stack([cu_seqlens_q[2 * i + 1] - i * seq_len - local_len for i in range(b)])
+    key_mask = torch.cat([torch.ones(b, img_k.shape[1], dtype=torch.bool),
+                          torch.arange(txt_len)[None] < valid_text[:, None]], 1)
+    q, k, v = (torch.cat(pair, 1).transpose(1, 2) for pair in ((img_q, txt_q), (img_k, txt_k), (img_v, txt_v)))
+    attn = F.scaled_dot_product_attention(q, k, v, attn_mask=key_mask[:, None, None, :])
+    return attn.transpose(1, 2).flatten(2)
+
+
+class MMDoubleStreamBlock(nn.Module):
+    """Separate weights for the video and the text stream, joint attention."""
+
     def __init__(self, hidden, heads, mlp_ratio):
         super().__init__()
-        self.heads = heads
-        self.mod = nn.Linear(hidden, 3 * hidden)
-        self.norm1 = nn.LayerNorm(hidden, elementwise_affine=False, eps=1e-6)
-        self.qkv = nn.Linear(hidden, 3 * hidden)
-        self.proj = nn.Linear(hidden, hidden)
-        self.norm2 = nn.LayerNorm(hidden, elementwise_affine=False, eps=1e-6)
-        self.mlp = nn.Sequential(nn.Linear(hidden, mlp_ratio * hidden), nn.GELU(approximate="tanh"),
-                                 nn.Linear(mlp_ratio * hidden, hidden))
+        self.heads_num = heads
+        for stream in ("img", "txt"):
+            setattr(self, f"{stream}_mod", ModulateDiT(hidden, 6))
+            setattr(self, f"{stream}_norm1", nn.LayerNorm(hidden, elementwise_affine=False, eps=1e-6))
+            setattr(self, f"{stream}_attn_qkv", nn.Linear(hidden, 3 * hidden))
+            setattr(self, f"{stream}_attn_proj", nn.Linear(hidden, hidden))
+            setattr(self, f"{stream}_norm2", nn.LayerNorm(hidden, elementwise_affine=False, eps=1e-6))
+            setattr(self, f"{stream}_mlp", nn.Sequential(nn.Linear(hidden, mlp_ratio * hidden),
+                                                         nn.GELU(approximate="tanh"),
+                                                         nn.Linear(mlp_ratio * hidden, hidden)))
         self.hybrid_seq_parallel_attn = None
 
-    def forward(self, x, vec, img_len, text_mask, freqs_cis):
-        shift, scale, gate = self.mod(F.silu(vec))[:, None].chunk(3, dim=-1)
-        h = self.norm1(x) * (1 + scale) + shift
-        q, k, v = self.qkv(h).unflatten(-1, (3, self.heads, -1)).unbind(2)
-        if freqs_cis is not None:
-            q = torch.cat([apply_rope(q[:, :img_len], *freqs_cis), q[:, img_len:]], 1)
-            k = torch.cat([apply_rope(k[:, :img_len], *freqs_cis), k[:, img_len:]], 1)
-        if self.hybrid_seq_parallel_attn is not None:  # keys/values of every rank's video tokens
-            k = torch.cat([self.hybrid_seq_parallel_attn(k[:, :img_len]), k[:, img_len:]], 1)
-            v = torch.cat([self.hybrid_seq_parallel_attn(v[:, :img_len]), v[:, img_len:]], 1)
-        video_keys = k.shape[1] - text_mask.shape[1]
-        key_mask = torch.cat([torch.ones_like(text_mask[:, :1]).expand(-1, video_keys), text_mask], 1).bool()
-        attn = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
-                                              attn_mask=key_mask[:, None, None, :])
-        x = x + gate * self.proj(attn.transpose(1, 2).flatten(2))
-        return x + self.mlp(self.norm2(x))
+    def forward(self, img, txt, vec, cu_seqlens_q=None, cu_seqlens_kv=None, max_seqlen_q=None,
+                max_seqlen_kv=None, freqs_cis=None):
+        streams, qkv = {"img": img, "txt": txt}, {}
+        mods = {name: getattr(self, f"{name}_mod")(vec).chunk(6, dim=-1) for name in streams}
+        for name, tokens in streams.items():
+            shift, scale = mods[name][:2]
+            modulated = modulate(getattr(self, f"{name}_norm1")(tokens), shift=shift, scale=scale)
+            qkv[name] = getattr(self, f"{name}_attn_qkv")(modulated).unflatten(-1, (3, self.heads_num, -1)).unbind(2)
+        attn = joint_attention(self, *qkv["img"], *qkv["txt"], freqs_cis, cu_seqlens_q)
+        attn = {"img": attn[:, :img.shape[1]], "txt": attn[:, img.shape[1]:]}
+        for name in streams:
+            _, _, gate1, shift2, scale2, gate2 = mods[name]
+            tokens = streams[name] + gate1.unsqueeze(1) * getattr(self, f"{name}_attn_proj")(attn[name])
+            mlp_in = modulate(getattr(self, f"{name}_norm2")(tokens), shift=shift2, scale=scale2)
+            streams[name] = tokens + gate2.unsqueeze(1) * getattr(self, f"{name}_mlp")(mlp_in)
+        return streams["img"], streams["txt"]
+
+
+class MMSingleStreamBlock(nn.Module):
+    """One set of weights over the merged video+text sequence (video first)."""
+
+    def __init__(self, hidden, heads, mlp_ratio):
+        super().__init__()
+        self.hidden_size, self.heads_num, self.mlp_hidden_dim = hidden, heads, mlp_ratio * hidden
+        self.linear1 = nn.Linear(hidden, 3 * hidden + self.mlp_hidden_dim)
+        self.linear2 = nn.Linear(hidden + self.mlp_hidden_dim, hidden)
+        self.pre_norm = nn.LayerNorm(hidden, elementwise_affine=False, eps=1e-6)
+        self.mlp_act = nn.GELU(approximate="tanh")
+        self.modulation = ModulateDiT(hidden, 3)
+        self.hybrid_seq_parallel_attn = None
+
+    def forward(self, x, vec, txt_len, cu_seqlens_q=None, cu_seqlens_kv=None, max_seqlen_q=None,
+                max_seqlen_kv=None, freqs_cis=None):
+        shift, scale, gate = self.modulation(vec).chunk(3, dim=-1)
+        qkv, mlp = torch.split(self.linear1(modulate(self.pre_norm(x), shift=shift, scale=scale)),
+                               [3 * self.hidden_size, self.mlp_hidden_dim], dim=-1)
+        q, k, v = qkv.unflatten(-1, (3, self.heads_num, -1)).unbind(2)
+        img_len = x.shape[1] - txt_len
+        attn = joint_attention(self, q[:, :img_len], k[:, :img_len], v[:, :img_len], q[:, img_len:],
+                               k[:, img_len:], v[:, img_len:], freqs_cis, cu_seqlens_q)
+        return x + gate.unsqueeze(1) * self.linear2(torch.cat((attn, self.mlp_act(mlp)), 2))
 
 
 class HYVideoDiffusionTransformer(nn.Module):
     def __init__(self, args, patch_size=(1, 2, 2), in_channels=16, out_channels=None, hidden_size=32,
-                 heads_num=2, mlp_width_ratio=2, mm_double_blocks_depth=1, mm_single_blocks_depth=1,
+                 heads_num=2, mlp_width_ratio=2, mm_double_blocks_depth=2, mm_single_blocks_depth=3,
                  rope_dim_list=(4, 6, 6), guidance_embed=False, dtype=None, device=None):
         super().__init__()
         self.patch_size = list(patch_size)
@@ -86,9 +161,9 @@ class HYVideoDiffusionTransformer(nn.Module):
         self.time_in = nn.Linear(64, hidden_size)
         self.vector_in = nn.Linear(args.text_states_dim_2, hidden_size)
         self.guidance_in = nn.Linear(64, hidden_size) if guidance_embed else None
-        self.double_blocks = nn.ModuleList(JointBlock(hidden_size, heads_num, mlp_width_ratio)
+        self.double_blocks = nn.ModuleList(MMDoubleStreamBlock(hidden_size, heads_num, mlp_width_ratio)
                                            for _ in range(mm_double_blocks_depth))
-        self.single_blocks = nn.ModuleList(JointBlock(hidden_size, heads_num, mlp_width_ratio)
+        self.single_blocks = nn.ModuleList(MMSingleStreamBlock(hidden_size, heads_num, mlp_width_ratio)
                                            for _ in range(mm_single_blocks_depth))
         self.final_norm = nn.LayerNorm(hidden_size, elementwise_affine=False, eps=1e-6)
         self.final_layer = nn.Linear(hidden_size, self.out_channels * patch)
@@ -116,12 +191,23 @@ class HYVideoDiffusionTransformer(nn.Module):
                 raise ValueError("Didn't get guidance strength for guidance distilled model.")
             vec = vec + self.guidance_in(timestep_embedding(guidance, 64))
         img, txt = self.img_in(img), self.txt_in(text_states)
-        img_len = img.shape[1]
+        txt_seq_len, img_seq_len = txt.shape[1], img.shape[1]
+        cu_seqlens_q = get_cu_seqlens(text_mask, img_seq_len)
+        cu_seqlens_kv = cu_seqlens_q
+        max_seqlen_q = max_seqlen_kv = img_seq_len + txt_seq_len
         freqs_cis = (freqs_cos, freqs_sin) if freqs_cos is not None else None
-        hidden = torch.cat([img, txt], 1)
-        for block in list(self.double_blocks) + list(self.single_blocks):
-            hidden = block(hidden, vec, img_len, text_mask, freqs_cis)
-        img = self.final_layer(self.final_norm(hidden[:, :img_len]))
+        # the real forward's loops: blocks called positionally, the streams merged in between
+        for _, block in enumerate(self.double_blocks):
+            double_block_args = [img, txt, vec, cu_seqlens_q, cu_seqlens_kv, max_seqlen_q, max_seqlen_kv, freqs_cis]
+            img, txt = block(*double_block_args)
+        x = torch.cat((img, txt), 1)
+        if len(self.single_blocks) > 0:
+            for _, block in enumerate(self.single_blocks):
+                single_block_args = [x, vec, txt_seq_len, cu_seqlens_q, cu_seqlens_kv, max_seqlen_q, max_seqlen_kv,
+                                     (freqs_cos, freqs_sin)]
+                x = block(*single_block_args)
+        img = x[:, :img_seq_len, ...]
+        img = self.final_layer(self.final_norm(img))
         img = img.reshape(b, tt, th, tw, -1, pt, ph, pw).permute(0, 4, 1, 5, 2, 6, 3, 7).reshape(
             b, self.out_channels, ot, oh, ow)
         if return_dict:
