@@ -1,5 +1,6 @@
-"""The README's main command, in a quick mode."""
+"""The README's main command and the benchmark, each in a quick mode, on the shipped tinywan weights."""
 
+import json
 import os
 import subprocess
 import sys
@@ -7,13 +8,28 @@ import sys
 from conftest import ROOT
 
 
-def test_demo_runs_end_to_end(tmp_path):
-    result = subprocess.run(
-        [sys.executable, os.path.join(ROOT, "tools", "demo.py"), "--steps", "10", "--frame_num", "5",
-         "--ret_steps", "3", "--out_dir", str(tmp_path)],
-        capture_output=True, text=True, timeout=300, env=dict(os.environ, OMP_NUM_THREADS="1"))
+def run(script, *args):
+    result = subprocess.run([sys.executable, os.path.join(ROOT, "tools", script), *args], capture_output=True,
+                            text=True, timeout=600, env=dict(os.environ, OMP_NUM_THREADS="1"))
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "baseline             DiT calls  20/20" in result.stdout
-    assert "fidelity of the mp4s: PSNR" in result.stdout
-    assert sorted(os.listdir(tmp_path)) == ["baseline.mp4", "baseline.report.json", "easycache.mp4",
-                                            "easycache.report.json"]
+    return result.stdout
+
+
+def test_demo_runs_end_to_end(tmp_path):
+    out = run("demo.py", "--prompt", "a large red circle moves right on a plain background", "--steps", "8",
+              "--ret_steps", "2", "--thresh", "0.2", "--out", str(tmp_path))
+    assert "DiT calls" in out and "PSNR" in out and "wall clock" in out
+    assert sorted(os.listdir(tmp_path)) == ["00_baseline.gif", "00_baseline.mp4", "00_easycache.gif",
+                                            "00_easycache.mp4", "00_side_by_side.gif"]
+
+
+def test_benchmark_runs_end_to_end(tmp_path):
+    out = run("benchmark.py", "--quick", "--prompts", "1", "--seeds", "0", "--steps", "8", "--warmup", "2",
+              "--calibration_videos", "2", "--repeats", "1", "--out", str(tmp_path))
+    assert "| EasyCache tau=0.1 |" in out and "| MagCache tau=0.12 |" in out and "transformation rate k" in out
+    results = json.loads((tmp_path / "results.json").read_text())
+    methods = {row["method"] for row in results["rows"]}
+    assert methods == {"easycache", "uniform", "teacache", "magcache", "deltacache"}
+    for row in results["rows"]:
+        assert 0 < row["computed_share"] <= 1 and row["ideal_speedup"] >= 1
+    assert (tmp_path / "results.md").exists()

@@ -216,3 +216,26 @@ def test_cli_teacache_run_and_its_errors(tmp_path):
                                      "--task flf2v-14B; pass --teacache_coefficients c4,c3,c2,c1,c0")
     result = run_cli(["--task", "t2v-1.3B", "--cache", "teacache", "--teacache_coefficients", "1,x"], tmp_path)
     assert result.returncode == 2 and "must be comma-separated numbers" in result.stderr
+
+
+@pytest.mark.parametrize("method", ["teacache", "magcache", "deltacache"])
+def test_peer_state_is_reset_per_video(pipe_factory, wan_script, method):
+    enable = {
+        "teacache": lambda p: wan_script.enable_teacache(p, 0.5, IDENTITY),
+        "magcache": lambda p: wan_script.enable_magcache(p, [1.0, 1.0] + [0.97, 0.95] * (STEPS - 1), 0.2),
+        "deltacache": lambda p: wan_script.enable_deltacache(p, (1,), 3, 4),
+    }[method]
+
+    def video(pipe, seed):
+        pipe.generate("a red ball", size=SIZE, frame_num=FRAMES, sampling_steps=STEPS, seed=seed, offload_model=False)
+        return pipe.latents[0].clone()
+
+    fresh = pipe_factory()
+    fresh_cache = enable(fresh)
+    expected = video(fresh, 0)
+    pipe = pipe_factory()
+    cache = enable(pipe)
+    video(pipe, 1)
+    assert torch.equal(video(pipe, 0), expected)
+    assert cache.report()["calls"] == fresh_cache.report()["calls"]
+    assert not all(c["computed"] for c in fresh_cache.report()["calls"])

@@ -53,6 +53,10 @@ def test_real_t2v_pipeline_deltacache():
     assert "deltacache blocks run" in run_check("deltacache")
 
 
+def test_real_t2v_pipeline_calibration_and_magcache():
+    assert "magcache computed" in run_check("magcache")
+
+
 def test_real_i2v_pipeline():
     assert "i2v computed" in run_check("i2v")
 

@@ -1,76 +1,117 @@
 #!/usr/bin/env python3
-"""CPU demo: the Wan2.1 drop-in script run twice, baseline and EasyCache, same seed.
+"""CPU demo: the small tinywan text-to-video model, baseline vs EasyCache, same seeds.
 
-It runs wan2_1/easycache_generate.py exactly as a user would, inside the stand-in Wan2.1
-checkout tests/wan21_standin (Wan2.1's interfaces with a tiny random-weight DiT), then compares
-the two videos with tools/video_metrics.py. A random-weight model shows the mechanics
-(decisions, call counts, timings, report, safe output), not the fidelity of a real model.
+The cache is the Wan2.1 script's own adapter (wan2_1/easycache_generate.py:
+enable_easycache), which wraps tinywan exactly as it wraps Wan2.1's pipelines. For each
+prompt it prints DiT calls computed/total, the wall-clock speed-up and PSNR/SSIM (LPIPS when
+its weights are available) of the frames against the uncached video, and writes both videos
+(mp4 and GIF) and a side-by-side GIF (baseline | EasyCache | 4x difference).
 """
 
 import argparse
-import json
+import importlib.util
 import os
-import subprocess
 import sys
-import tempfile
+import time
 import warnings
+
+import numpy as np
+import torch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
-from tools.video_metrics import VideoMetricsError, compare_videos  # noqa: E402
+from tinywan.sample import TinyWanT2V  # noqa: E402
+from tools.video_metrics import compare_frames  # noqa: E402
+
+DEFAULT_WEIGHTS = os.path.join(ROOT, "tinywan", "weights", "tinywan.safetensors")
+DEFAULT_PROMPTS = ("a large red circle moves right on a plain background",
+                   "a small blue square bounces on a gradient background",
+                   "a large green triangle moves up on a textured background")
+UPSCALE = 8  # 32x32 frames are too small to look at
 
 
-def generate(out_dir, name, extra, args):
-    video = os.path.join(out_dir, f"{name}.mp4")
-    cmd = [sys.executable, os.path.join(ROOT, "wan2_1", "easycache_generate.py"), "--task", "t2v-1.3B",
-           "--size", "832*480", "--ckpt_dir", args.ckpt_dir, "--frame_num", str(args.frame_num),
-           "--sample_steps", str(args.steps), "--base_seed", str(args.seed), "--prompt", args.prompt,
-           "--save_file", video, "--overwrite", *extra]
-    print(f"$ {' '.join(cmd[1:])}", flush=True)
-    subprocess.run(cmd, cwd=os.path.join(ROOT, "tests", "wan21_standin"), check=True,
-                   stdout=subprocess.DEVNULL)
-    with open(os.path.join(out_dir, f"{name}.report.json")) as f:
-        return video, json.load(f)
+def load_wan_script():
+    spec = importlib.util.spec_from_file_location("easycache_generate", os.path.join(ROOT, "wan2_1", "easycache_generate.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def to_uint8(video: torch.Tensor) -> np.ndarray:
+    """[3, F, H, W] in [-1, 1] -> [F, H*UPSCALE, W*UPSCALE, 3] uint8."""
+    frames = ((video.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(1, 2, 3, 0).numpy()
+    return frames.repeat(UPSCALE, axis=1).repeat(UPSCALE, axis=2)
+
+
+def write(path: str, frames: np.ndarray, fps: int = 8) -> None:
+    """mp4 or GIF, written under a temporary name and renamed when complete."""
+    import imageio
+    root, ext = os.path.splitext(path)
+    tmp = f"{root}.incomplete{ext}"
+    if ext == ".gif":
+        imageio.mimsave(tmp, list(frames), duration=1000 / fps, loop=0)
+    else:
+        imageio.mimsave(tmp, list(frames), fps=fps, macro_block_size=1)
+    os.replace(tmp, path)
+
+
+def timed(pipe, prompt, seed, steps):
+    started = time.perf_counter()
+    video = pipe.generate(prompt, sampling_steps=steps, seed=seed)
+    return video, time.perf_counter() - started
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--prompt", default="a red ball bounces on green grass")
+    parser.add_argument("--prompt", action="append", help="a prompt (repeat the flag for several); default: three examples")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--steps", type=int, default=30)
-    parser.add_argument("--frame_num", type=int, default=17)
-    parser.add_argument("--thresh", type=float, default=0.5,
-                        help="tau (default 0.5: a random-weight model changes far more per step than a real one)")
-    parser.add_argument("--ret_steps", type=int, default=5)
-    parser.add_argument("--out_dir", default=os.path.join(ROOT, "outputs", "demo"))
+    parser.add_argument("--thresh", type=float, default=0.1, help="EasyCache tau (default: 0.1)")
+    parser.add_argument("--ret_steps", type=int, default=6, help="EasyCache warm-up steps (default: 6)")
+    parser.add_argument("--weights", default=DEFAULT_WEIGHTS)
+    parser.add_argument("--out", default=os.path.join(ROOT, "videos", "demo"))
     args = parser.parse_args()
-    os.makedirs(args.out_dir, exist_ok=True)
+    if not os.path.isfile(args.weights):
+        sys.exit(f"demo.py: error: weights {args.weights} not found")
+    if not 0 <= args.ret_steps < args.steps or args.thresh < 0:
+        sys.exit("demo.py: error: need 0 <= --ret_steps < --steps and --thresh >= 0")
+    torch.set_num_threads(1)
+    os.makedirs(args.out, exist_ok=True)
+    prompts = args.prompt or list(DEFAULT_PROMPTS)
 
-    with tempfile.TemporaryDirectory() as ckpt_dir:  # the stand-in needs a directory, no weights
-        args.ckpt_dir = ckpt_dir
-        base_video, base = generate(args.out_dir, "baseline", ["--cache", "none"], args)
-        fast_video, fast = generate(args.out_dir, "easycache",
-                                    ["--thresh", str(args.thresh), "--ret_steps", str(args.ret_steps)], args)
-
-    print("\nWan2.1 script on the tiny random-weight stand-in (CPU): baseline vs EasyCache, same seed")
-    for name, r in (("baseline", base), (f"easycache tau={args.thresh}", fast)):
-        print(f"  {name:<20} DiT calls {r['dit_calls_computed']:>3}/{r['dit_calls_total']}"
-              f"   DiT {r['dit_seconds']:6.2f} s   generate {r['generate_seconds']:6.2f} s")
-    print(f"  ideal speed-up {fast['ideal_speedup']:.2f}x   measured: DiT "
-          f"{base['dit_seconds'] / fast['dit_seconds']:.2f}x, generate "
-          f"{base['generate_seconds'] / fast['generate_seconds']:.2f}x")
-    try:
+    script = load_wan_script()
+    pipe = TinyWanT2V.from_pretrained(args.weights)
+    pipe.generate(prompts[0], sampling_steps=2, seed=args.seed)  # warm up before timing
+    print(f"tinywan (CPU), {args.steps} steps, seed {args.seed}: baseline vs EasyCache "
+          f"(thresh {args.thresh}, warm-up {args.ret_steps})")
+    total_base = total_fast = 0.0
+    for index, prompt in enumerate(prompts):
+        cache = script.enable_easycache(pipe, enabled=False)  # counts the baseline's calls
+        base, base_seconds = timed(pipe, prompt, args.seed, args.steps)
+        cache.disable()
+        cache = script.enable_easycache(pipe, args.thresh, args.ret_steps)
+        fast, fast_seconds = timed(pipe, prompt, args.seed, args.steps)
+        report = cache.report()
+        cache.disable()
+        total_base, total_fast = total_base + base_seconds, total_fast + fast_seconds
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # a missing LPIPS backbone is reported below
-            m = compare_videos(base_video, fast_video, progress=False)
+            warnings.simplefilter("ignore")  # a missing LPIPS backbone is reported as n/a
+            m = compare_frames(base, fast, layout="CTHW", value_range=(-1, 1), clamp=True)
         lpips = f"{m.lpips_mean:.4f}" if m.lpips_mean is not None else "n/a"
-        print(f"  fidelity of the mp4s: PSNR {m.psnr_pooled:.2f} dB (pooled), "
-              f"{m.psnr_frame_mean:.2f} dB (per-frame mean), SSIM {m.ssim_mean:.4f}, LPIPS {lpips}")
-        if m.lpips_mean is None:
-            print(f"  LPIPS: {m.lpips_unavailable}")
-    except VideoMetricsError as error:
-        print(f"  fidelity: not computed ({error})")
-    print(f"  videos and reports: {args.out_dir}")
+        print(f"  {prompt}\n    DiT calls {report['dit_calls_computed']}/{report['dit_calls_total']}   "
+              f"{base_seconds:.2f} s -> {fast_seconds:.2f} s ({base_seconds / fast_seconds:.2f}x)   "
+              f"PSNR {m.psnr_pooled:.2f} dB (pooled) / {m.psnr_frame_mean:.2f} (frame mean)   "
+              f"SSIM {m.ssim_mean:.4f}   LPIPS {lpips}")
+        b, f = to_uint8(base), to_uint8(fast)
+        diff = np.clip(np.abs(b.astype(np.int16) - f.astype(np.int16)) * 4, 0, 255).astype(np.uint8)
+        name = f"{index:02d}"
+        for label, frames in (("baseline", b), ("easycache", f)):
+            write(os.path.join(args.out, f"{name}_{label}.mp4"), frames)
+            write(os.path.join(args.out, f"{name}_{label}.gif"), frames)
+        write(os.path.join(args.out, f"{name}_side_by_side.gif"), np.concatenate([b, f, diff], axis=2))
+    print(f"  all prompts: {total_base:.2f} s -> {total_fast:.2f} s ({total_base / total_fast:.2f}x wall clock)")
+    print(f"  videos: {args.out} (NN_baseline, NN_easycache as mp4 and GIF; NN_side_by_side.gif: "
+          "baseline | EasyCache | 4x difference)")
 
 
 if __name__ == "__main__":

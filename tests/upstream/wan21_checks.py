@@ -198,6 +198,30 @@ def check_deltacache(gen, script):
     print("deltacache blocks run", report["blocks_run"], "of", report["blocks_total"])
 
 
+def check_magcache(gen, script):
+    """Calibration then MagCache inside the real WanModel.forward."""
+    calibration = None
+    for seed in (1, 2):
+        pipe = tiny_pipeline(gen)
+        recorder = script.calibrate_pipeline(pipe)
+        pipe.generate("a red ball", size=SIZE, frame_num=FRAMES, sampling_steps=STEPS, seed=seed, offload_model=False)
+        assert recorder.report()["dit_calls_computed"] == 2 * STEPS
+        calibration = script.merge_calibration(calibration, recorder.forward.policy, False)
+    assert len(calibration["magcache_ratios"]) == 2 * STEPS and calibration["teacache_coefficients"]
+    baseline = t2v(tiny_pipeline(gen), "unipc")
+    pipe = tiny_pipeline(gen)
+    script.enable_magcache(pipe, calibration["magcache_ratios"], threshold=0.0)
+    assert torch.equal(t2v(pipe, "unipc"), baseline)
+    pipe = tiny_pipeline(gen)
+    runs = []
+    pipe.model.blocks[0].register_forward_pre_hook(lambda module, args: runs.append(1))
+    cache = script.enable_magcache(pipe, calibration["magcache_ratios"], threshold=1.0, max_skips=3)
+    t2v(pipe, "unipc")
+    report = cache.report()
+    assert len(runs) == report["dit_calls_computed"] < 2 * STEPS, (len(runs), report["dit_calls_computed"])
+    print("magcache computed", len(runs), "of", 2 * STEPS)
+
+
 def check_i2v(gen, script):
     from PIL import Image
     pipe = tiny_pipeline(gen, "WanI2V", "i2v-14B")
