@@ -34,3 +34,12 @@ def wan_standin():
     import wan
     assert os.path.dirname(generate.__file__) == WAN_STANDIN
     return generate, wan
+
+
+@pytest.fixture(autouse=True)
+def restore_grad_mode():
+    """HunyuanVideo's sampler turns autograd off process-wide (the stand-in mirrors it): keep
+    that from leaking into later tests."""
+    enabled = torch.is_grad_enabled()
+    yield
+    torch.set_grad_enabled(enabled)
