@@ -12,9 +12,7 @@ on steps 6, 18, 26, 32, 38, 42, 46 and 48.
 
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
-import torch
-
-from easycache.policy import StepDecision
+from easycache.policy import DeltaStore, StepDecision
 
 WAN21_14B_T2V_FOREGROUND = (1, 8, 9, 21, 22, 23, 24, 33, 34, 35, 36, 39)
 # HunyuanVideo's published profile: the cached (background) blocks of each stack, and the steps
@@ -71,7 +69,7 @@ class RefreshSchedule:
         return "reuse" if refreshed else "no-statistic"
 
 
-class DeltaCachePolicy:
+class DeltaCachePolicy(DeltaStore):
     """Segments marked ``True`` follow the policy's own schedule (its ``compute``); segments
     naming a group in ``groups`` follow that group's schedule (``decision.groups[name]``), so
     block stacks can refresh on different steps (HunyuanVideo's published profile)."""
@@ -91,7 +89,7 @@ class DeltaCachePolicy:
 
     def start_video(self, num_steps: int) -> None:
         self.num_steps = num_steps
-        self.deltas = {}
+        self.start_deltas()
         self._refreshed = set()  # schedules whose segments hold deltas of this video
         self.decisions: List[StepDecision] = []
 
@@ -105,9 +103,3 @@ class DeltaCachePolicy:
         decision = StepDecision(step, runs[None], reason, None, None, 0.0, groups or None)
         self.decisions.append(decision)
         return decision
-
-    def record_computed(self, key, before: Sequence[torch.Tensor], after: Sequence[torch.Tensor]) -> None:
-        self.deltas[key] = [a.detach() - b.detach() for a, b in zip(after, before)]
-
-    def reuse(self, key, before: Sequence[torch.Tensor]) -> List[torch.Tensor]:
-        return [b + d.to(b.dtype) for b, d in zip(before, self.deltas[key])]

@@ -12,9 +12,7 @@ independently, as published.
 
 from typing import Callable, List, Optional, Sequence
 
-import torch
-
-from easycache.policy import StepDecision
+from easycache.policy import DeltaStore, StepDecision
 from easycache.teacache import relative_l1
 
 
@@ -26,7 +24,7 @@ def nearest_resample(values: Sequence[float], length: int) -> List[float]:
     return [values[int(round(i * scale))] for i in range(length)]
 
 
-class MagCachePolicy:
+class MagCachePolicy(DeltaStore):
     decides_per_branch = True
 
     def __init__(self, ratios: Sequence[float], threshold: float = 0.12, max_skips: int = 2,
@@ -52,7 +50,7 @@ class MagCachePolicy:
         self.accumulated_ratio = [1.0] * self.branches
         self.accumulated_err = [0.0] * self.branches
         self.skipped = [0] * self.branches
-        self.residuals = {}
+        self.start_deltas()
         self.decisions: List[StepDecision] = []
 
     def decide(self, step: int, indicator=None, agree: Optional[Callable[[bool], bool]] = None,
@@ -60,7 +58,7 @@ class MagCachePolicy:
         call = step * self.branches + branch
         if call < int(self.num_steps * self.branches * self.retention_ratio):
             forced = "warmup"
-        elif not any(key[0] == branch for key in self.residuals):
+        elif not any(key[0] == branch for key in self.deltas):
             forced = "no-statistic"
         else:
             forced = None
@@ -82,12 +80,6 @@ class MagCachePolicy:
         decision = StepDecision(step, compute, reason, None, err, self.accumulated_err[branch])
         self.decisions.append(decision)
         return decision
-
-    def record_computed(self, key, before: Sequence[torch.Tensor], after: Sequence[torch.Tensor]) -> None:
-        self.residuals[key] = [a.detach() - b.detach() for a, b in zip(after, before)]
-
-    def reuse(self, key, before: Sequence[torch.Tensor]) -> List[torch.Tensor]:
-        return [b + r.to(b.dtype) for b, r in zip(before, self.residuals[key])]
 
 
 class MagnitudeRecorder:

@@ -54,6 +54,33 @@ def _finite_or_none(value: float) -> Optional[float]:
     return value if math.isfinite(value) else None
 
 
+def accumulate(accumulated: float, eps: Optional[float], forced: Optional[str], threshold: float,
+               agree: Optional[Callable[[bool], bool]]):
+    """The accumulate-and-reset rule EasyCache and TeaCache share: E + eps below the
+    threshold reuses, otherwise (or when forced, or when a peer rank asks) compute and
+    reset E. Returns (compute, reason, E after this step)."""
+    candidate = accumulated + (eps or 0.0)
+    wants_compute = forced is not None or candidate >= threshold
+    compute = agree(wants_compute) if agree is not None else wants_compute
+    if compute:
+        return True, forced or ("threshold" if wants_compute else "peer"), 0.0
+    return False, "reuse", candidate
+
+
+class DeltaStore:
+    """Per-key stored deltas (after - before), replayed as before + delta; the block-level
+    policies key them by (branch, segment)."""
+
+    def start_deltas(self) -> None:
+        self.deltas = {}
+
+    def record_computed(self, key, before: Sequence[torch.Tensor], after: Sequence[torch.Tensor]) -> None:
+        self.deltas[key] = [a.detach() - b.detach() for a, b in zip(after, before)]
+
+    def reuse(self, key, before: Sequence[torch.Tensor]) -> List[torch.Tensor]:
+        return [b + d.to(b.dtype) for b, d in zip(before, self.deltas[key])]
+
+
 class EasyCachePolicy:
     """Runtime-adaptive reuse of the transformation vector for one model instance.
 
@@ -112,16 +139,7 @@ class EasyCachePolicy:
         if forced is None and eps is None:
             forced = "no-statistic"
 
-        candidate = self.accumulated + (eps or 0.0)
-        wants_compute = forced is not None or candidate >= self.threshold
-        compute = agree(wants_compute) if agree is not None else wants_compute
-
-        if compute:
-            reason = forced or ("threshold" if wants_compute else "peer")
-            self.accumulated = 0.0
-        else:
-            reason = "reuse"
-            self.accumulated = candidate
+        compute, reason, self.accumulated = accumulate(self.accumulated, eps, forced, self.threshold, agree)
         self.prev_input = [u.detach().float().clone() for u in x]
         decision = StepDecision(step, compute, reason, self.k, eps, self.accumulated)
         self.decisions.append(decision)

@@ -15,7 +15,7 @@ from typing import Callable, List, Optional, Sequence
 
 import torch
 
-from easycache.policy import StepDecision
+from easycache.policy import DeltaStore, StepDecision, accumulate
 
 # Published rescaling polynomials for Wan2.1 (highest power first), keyed by
 # (model, use_ret_steps).
@@ -51,7 +51,7 @@ def polyval(coefficients: Sequence[float], value: float) -> float:
     return result
 
 
-class TeaCachePolicy:
+class TeaCachePolicy(DeltaStore):
     """Accumulated, polynomial-rescaled change of the modulated input decides reuse.
 
     ``decide(step, indicator)`` on the decision branch; then per branch
@@ -81,7 +81,7 @@ class TeaCachePolicy:
         self.num_steps = num_steps
         self.accumulated = 0.0
         self.prev_indicator: Optional[List[torch.Tensor]] = None
-        self.residuals = {}
+        self.start_deltas()
         self.decisions = []
 
     def decide(self, step: int, indicator: Sequence[torch.Tensor],
@@ -91,7 +91,7 @@ class TeaCachePolicy:
             forced = "warmup"
         elif self.force_last and step >= self.num_steps - 1:
             forced = "last"
-        elif self.prev_indicator is None or not self.residuals:
+        elif self.prev_indicator is None or not self.deltas:
             forced = "no-statistic"
         eps = None
         if forced is None:
@@ -99,22 +99,8 @@ class TeaCachePolicy:
             eps = value if math.isfinite(value) else None
             if eps is None:
                 forced = "no-statistic"
-        candidate = self.accumulated + (eps or 0.0)
-        wants_compute = forced is not None or candidate >= self.threshold
-        compute = agree(wants_compute) if agree is not None else wants_compute
-        if compute:
-            reason = forced or ("threshold" if wants_compute else "peer")
-            self.accumulated = 0.0
-        else:
-            reason = "reuse"
-            self.accumulated = candidate
+        compute, reason, self.accumulated = accumulate(self.accumulated, eps, forced, self.threshold, agree)
         self.prev_indicator = [u.detach().float().clone() for u in indicator]
         decision = StepDecision(step, compute, reason, None, eps, self.accumulated)
         self.decisions.append(decision)
         return decision
-
-    def record_computed(self, branch: int, before: Sequence[torch.Tensor], after: Sequence[torch.Tensor]) -> None:
-        self.residuals[branch] = [a.detach() - b.detach() for a, b in zip(after, before)]
-
-    def reuse(self, branch: int, before: Sequence[torch.Tensor]) -> List[torch.Tensor]:
-        return [b + r.to(b.dtype) for b, r in zip(before, self.residuals[branch])]
