@@ -43,3 +43,15 @@ def restore_grad_mode():
     enabled = torch.is_grad_enabled()
     yield
     torch.set_grad_enabled(enabled)
+
+
+def end_worker() -> None:
+    """End a spawned rank once its results are written. Leaving through interpreter
+    teardown can abort in gloo's thread destructors ("terminate called without an active
+    exception") after the work is done, which mp.spawn reports as a failure."""
+    import torch.distributed as dist
+    dist.barrier()
+    dist.destroy_process_group()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)

@@ -10,7 +10,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from conftest import ROOT, WAN_STANDIN, load_script
+from conftest import ROOT, WAN_STANDIN, load_script, end_worker
 from easycache.deltacache import WAN21_14B_T2V_FOREGROUND, DeltaCachePolicy, block_segments
 
 
@@ -88,7 +88,7 @@ def _ranks_worker(rank, tmp):
     with open(f"{tmp}/delta{rank}.json", "w") as f:
         json.dump({"calls": [c["computed"] for c in report["calls"]], "blocks_run": report["blocks_run"],
                    "agree": report["ranks_agree"], "latents": pipe.latents[0].flatten()[:32].tolist()}, f)
-    dist.destroy_process_group()
+    end_worker()
 
 
 def test_two_ranks_with_fsdp_and_sequence_parallel_agree(tmp_path):

@@ -10,7 +10,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from conftest import ROOT, load_script
+from conftest import ROOT, load_script, end_worker
 
 HY_STANDIN = os.path.join(ROOT, "tests", "hunyuan_standin")
 SCRIPT = os.path.join(ROOT, "hunyuanvideo", "easycache_sample_video.py")
@@ -53,7 +53,7 @@ def _worker(rank, tmp, cfg_scale):
               "latents": latents.flatten()[:64].tolist()}
     with open(f"{tmp}/rank{rank}.json", "w") as f:
         json.dump(result, f)
-    dist.destroy_process_group()
+    end_worker()
 
 
 def test_sequence_parallel_sampler_caches_with_identical_decisions(tmp_path):

@@ -11,7 +11,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from conftest import ROOT, load_script
+from conftest import ROOT, load_script, end_worker
 
 HY_STANDIN = os.path.join(ROOT, "tests", "hunyuan_standin")
 WORLD, STEPS = 2, 12
@@ -52,7 +52,7 @@ def _worker(rank, tmp):
     assert "forward" in sampler.pipeline.transformer.__dict__  # xDiT's forward, bound on the instance
     with open(f"{tmp}/rank{rank}.json", "w") as f:
         json.dump(_run_methods(script, sampler), f)
-    dist.destroy_process_group()
+    end_worker()
 
 
 def test_two_ranks_take_the_decisions_of_one_process(tmp_path):

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import ROOT, WAN_STANDIN
+from conftest import ROOT, WAN_STANDIN, end_worker
 from easycache.magcache import MagCachePolicy, MagnitudeRecorder, merge_calibration, nearest_resample
 
 
@@ -143,7 +143,7 @@ def _ranks_worker(rank, tmp):
     with open(f"{tmp}/mag{rank}.json", "w") as f:
         json.dump({"calls": [c["computed"] for c in report["calls"]], "blocks_run": report["blocks_run"],
                    "agree": report["ranks_agree"], "latents": pipe.latents[0].flatten()[:32].tolist()}, f)
-    dist.destroy_process_group()
+    end_worker()
 
 
 def test_two_ranks_with_fsdp_and_sequence_parallel_agree(tmp_path):

@@ -11,7 +11,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from conftest import ROOT, WAN_STANDIN, load_script
+from conftest import ROOT, WAN_STANDIN, load_script, end_worker
 from easycache.teacache import WAN21_TEACACHE_COEFFICIENTS, TeaCachePolicy, polyval, relative_l1
 
 IDENTITY = [1.0, 0.0]  # poly(x) = x: the rescaled indicator is the relative L1 itself
@@ -178,7 +178,7 @@ def _ranks_worker(rank, tmp):
     with open(f"{tmp}/tea{rank}.json", "w") as f:
         json.dump({"calls": [c["computed"] for c in report["calls"]], "runs": len(runs),
                    "agree": report["ranks_agree"], "latents": pipe.latents[0].flatten()[:32].tolist()}, f)
-    dist.destroy_process_group()
+    end_worker()
 
 
 def test_two_ranks_with_fsdp_and_sequence_parallel_decide_identically(tmp_path):

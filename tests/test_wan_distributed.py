@@ -10,7 +10,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from conftest import ROOT, WAN_STANDIN, load_script
+from conftest import ROOT, WAN_STANDIN, load_script, end_worker
 
 WORLD = 2
 
@@ -36,7 +36,7 @@ def _policy_worker(rank, tmp, agree):
         marks += "C" if d.compute else "R"
     with open(f"{tmp}/policy{rank}.json", "w") as f:
         json.dump(marks, f)
-    dist.destroy_process_group()
+    end_worker()
 
 
 @pytest.mark.parametrize("agree", [False, True])
@@ -70,7 +70,7 @@ def _pipeline_worker(rank, tmp):
               "latents": pipe.latents[0].flatten()[:64].tolist()}
     with open(f"{tmp}/pipe{rank}.json", "w") as f:
         json.dump(result, f)
-    dist.destroy_process_group()
+    end_worker()
 
 
 def test_sequence_parallel_fsdp_pipeline_caches_identically_on_every_rank(tmp_path):
