@@ -1,0 +1,89 @@
+"""One video at a time: the step clock shared by every module wrapped for one pipeline, and the
+record of every DiT call. A pipeline call starts the session; each wrapped module asks it for
+the step and branch of the call it serves, so two modules serving one video (Wan2.2's two
+experts) count one trajectory together.
+"""
+
+from typing import Dict, List, Optional, Sequence
+
+from easycache.runtime.distributed import distributed_world, same_on_all_ranks
+
+
+class NoCallSeen(RuntimeError):
+    """The pipeline ran a video but no DiT call reached the cache."""
+
+
+class Session:
+    """Calls are numbered within a video: call c is step ``c // len(branches)``, branch
+    ``c % len(branches)``; a host that knows the step of a call (diffusers' cache context)
+    passes it instead."""
+
+    def __init__(self, branches: Sequence[str]):
+        self.branches = tuple(branches)
+        self.start(num_steps=0)
+
+    def start(self, num_steps: int) -> None:
+        self.num_steps = num_steps
+        self.rows: List[dict] = []
+        self.dit_seconds = 0.0
+        self.blocks_run = self.blocks_total = 0
+        self.warnings: List[str] = []
+        self.running = True
+
+    def next_call(self):
+        """(step, branch) of the call about to run."""
+        step, branch = divmod(len(self.rows), len(self.branches))
+        if self.num_steps and step >= self.num_steps:
+            raise RuntimeError(f"the DiT was called more than {self.num_steps} steps x {len(self.branches)} "
+                               "branches in one video")
+        return step, branch
+
+    def record(self, row: dict, seconds: float, blocks: Optional[tuple] = None) -> None:
+        """One finished call: its report row, its DiT time, and (block-level caching) the
+        blocks it ran and the blocks the model has."""
+        self.rows.append(row)
+        self.dit_seconds += seconds
+        if blocks is not None:
+            self.blocks_run += blocks[0]
+            self.blocks_total += blocks[1]
+
+    def end(self, no_call_hint: str) -> None:
+        """The pipeline returned: a video during which no call reached the cache is an error
+        the report carries (the caller says what to do about it)."""
+        self.running = False
+        if not self.rows:
+            self.warnings.append(f"the cache saw no DiT call during this video: {no_call_hint}")
+
+    def report(self) -> dict:
+        """Counts, timings and the per-call record of the last video. A collective under
+        torch.distributed: call it on every rank."""
+        rows = self.rows
+        computed = sum(r["computed"] for r in rows)
+        report = {
+            "num_steps": self.num_steps,
+            "dit_calls_total": len(rows),
+            "dit_calls_computed": computed,
+            "dit_calls_expected": self.num_steps * len(self.branches),
+            "ideal_speedup": len(rows) / computed if computed else None,
+            "dit_seconds": self.dit_seconds,
+        }
+        if self.blocks_total:
+            # embeddings and head always run: the block work is what a replayed segment saves
+            report.update(blocks_run=self.blocks_run, blocks_total=self.blocks_total,
+                          ideal_speedup=self.blocks_total / self.blocks_run if self.blocks_run else None)
+        modules = list(dict.fromkeys(r["module"] for r in rows if "module" in r))
+        if modules:
+            report["modules"] = {name: per_module(rows, name) for name in modules}
+        report.update(world_size=distributed_world(),
+                      ranks_agree=same_on_all_ranks([r["computed"] for r in rows]),
+                      warnings=list(self.warnings), calls=[dict(r) for r in rows])
+        return report
+
+
+def per_module(rows: List[dict], name: str) -> Dict[str, int]:
+    mine = [r for r in rows if r.get("module") == name]
+    summary = {"dit_calls_total": len(mine), "dit_calls_computed": sum(r["computed"] for r in mine),
+               "first_step": mine[0]["step"], "last_step": mine[-1]["step"]}
+    if any("blocks_run" in r for r in mine):
+        summary["blocks_run"] = sum(r["blocks_run"] for r in mine)
+    return summary
