@@ -2,8 +2,9 @@
 """Speed/fidelity benchmark of the cache policies, side by side in one process, on the small
 text-to-video model shipped in tinywan/ (a Wan2.1-style DiT trained here on procedural videos).
 
-Every policy runs through the Wan2.1 script's own adapters (enable_easycache, enable_teacache,
-...), exactly as users run them. Per policy and setting: the computed share of the DiT work,
+Every policy the library registers runs through the library's Wan2.1 adapter (the code the Wan2.1
+drop-in script embeds), exactly as users run it, at each value of the policy's knob. Per policy
+and setting: the computed share of the DiT work,
 the wall-clock speed-up over the uncached baseline measured in the same run, that speed-up over
 the ideal one (our overhead), PSNR (pooled and per-frame mean), SSIM and LPIPS (when its weights
 are available) of the decoded frames against the baseline's. It also prints the test bed's own
@@ -24,19 +25,15 @@ import torch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+from easycache.adapters.wan21 import WAN21_DEFAULTS, calibrate_pipeline, enable_cache  # noqa: E402
+from easycache.metrics import LpipsUnavailable, compare_frames, load_lpips, psnr_from_mse  # noqa: E402
+from easycache.policies import REGISTRY  # noqa: E402
+from easycache.policies.base import complete_settings  # noqa: E402
+from easycache.policies.calibration import merge_calibration  # noqa: E402
 from tinywan import data  # noqa: E402
 from tinywan.sample import TinyWanT2V, trajectory_diagnostics  # noqa: E402
-from tools.video_metrics import LpipsUnavailable, compare_frames, load_lpips, psnr_from_mse  # noqa: E402
 
 DEFAULT_WEIGHTS = os.path.join(ROOT, "tinywan", "weights", "tinywan.safetensors")
-
-
-def load_wan_script():
-    import importlib.util
-    spec = importlib.util.spec_from_file_location("easycache_generate", os.path.join(ROOT, "wan2_1", "easycache_generate.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def prompts_for(count: int, seed: int):
@@ -44,50 +41,26 @@ def prompts_for(count: int, seed: int):
     return [data.caption_of(data.sample_scene(rng)) for _ in range(count)]
 
 
-class EveryNth:
-    """Uniform reuse, the simplest baseline: compute every n-th step (after the same warm-up,
-    and the last step), reuse EasyCache's Delta = v - x in between."""
-
-    def __init__(self, n: int, warmup_steps: int, policy_class):
-        self.n, self.warmup_steps = n, warmup_steps
-        self.inner = policy_class(threshold=0.0, warmup_steps=warmup_steps)
-
-    settings = property(lambda self: {"every": self.n, "warmup_steps": self.warmup_steps})
-    decisions = property(lambda self: self.inner.decisions)
-
-    def start_video(self, num_steps):
-        self.inner.start_video(num_steps)
-
-    def decide(self, step, x, agree=None):
-        d = self.inner.decide(step, x, agree)  # tau = 0: computes, and keeps the bookkeeping
-        if d.reason == "threshold" and (step - self.warmup_steps) % self.n:
-            d.compute, d.reason = False, "reuse"
-        return d
-
-    def record_computed(self, branch, x, v):
-        self.inner.record_computed(branch, x, v)
-
-    def reuse(self, branch, x):
-        return self.inner.reuse(branch, x)
-
-
-def settings_to_run(script, calibration, num_layers, warmup, quick):
-    """(label, method, enable function) for every policy and setting."""
-    easy = (0.05, 0.1) if quick else (0.025, 0.05, 0.1, 0.2)
-    runs = [(f"EasyCache tau={t}", "easycache", lambda p, t=t: script.enable_easycache(p, t, warmup)) for t in easy]
-    runs += [(f"uniform every {n}", "uniform",
-              lambda p, n=n: script.WanCache(p, "uniform", EveryNth(n, warmup, script.EasyCachePolicy)))
-             for n in ((2,) if quick else (2, 3))]
-    coefficients = calibration["teacache_coefficients"]
-    if coefficients:
-        runs += [(f"TeaCache tau={t}", "teacache", lambda p, t=t: script.enable_teacache(p, t, coefficients))
-                 for t in ((0.1,) if quick else (0.05, 0.1, 0.2))]
-    ratios = calibration["magcache_ratios"]
-    runs += [(f"MagCache tau={t}", "magcache", lambda p, t=t: script.enable_magcache(p, ratios, t))
-             for t in ((0.12,) if quick else (0.06, 0.12, 0.24))]
-    foreground = (0, num_layers - 1)
-    runs += [(f"delta cache every {n}", "deltacache",
-              lambda p, n=n: script.enable_deltacache(p, foreground, warmup, n)) for n in ((3,) if quick else (2, 3))]
+def settings_to_run(calibration, num_layers, warmup, quick):
+    """(label, policy name, settings) for every registered policy at each value of its knob. The
+    calibrated peers get this test bed's constants; the delta cache runs the first and last block
+    always; policies with a warm-up get ``warmup``."""
+    runs = []
+    for name, spec in sorted(REGISTRY.items()):
+        setting, values = spec.knob
+        accepted = {flag.setting for flag in spec.flags}
+        fixed = {"warmup_steps": warmup} if "warmup_steps" in accepted else {}
+        if "coefficients" in accepted:
+            if not calibration["teacache_coefficients"]:
+                continue
+            fixed["coefficients"] = calibration["teacache_coefficients"]
+        if "ratios" in accepted:
+            fixed["ratios"] = calibration["magcache_ratios"]
+        if name == "deltacache":
+            fixed["cached"] = {"blocks": list(range(1, num_layers - 1))}
+        for value in (values[len(values) // 2:][:1] if quick else values):
+            settings = complete_settings(name, WAN21_DEFAULTS, **fixed, **{setting: value})
+            runs.append((spec.title(settings), name, settings))
     return runs
 
 
@@ -118,16 +91,15 @@ def main():
     torch.set_num_threads(1)
     os.makedirs(args.out, exist_ok=True)
 
-    script = load_wan_script()
     pipe = TinyWanT2V.from_pretrained(args.weights)
     prompts = prompts_for(args.prompts, seed=1234)
 
     # constants for the calibrated peers, on prompts the test set does not use
-    calibrator = script.calibrate_pipeline(pipe)
+    calibrator = calibrate_pipeline(pipe)
     calibration = None
     for prompt in prompts_for(args.calibration_videos, seed=99):
         pipe.generate(prompt, sampling_steps=args.steps, seed=7)
-        calibration = script.merge_calibration(calibration, calibrator.forward.policy, False)
+        calibration = merge_calibration(calibration, calibrator.policies[None])
     calibrator.disable()
 
     try:
@@ -135,7 +107,7 @@ def main():
     except LpipsUnavailable as error:
         print(f"benchmark.py: LPIPS not computed: {error}", file=sys.stderr)
         lpips = False
-    runs = settings_to_run(script, calibration, len(pipe.model.blocks), args.warmup, args.quick)
+    runs = settings_to_run(calibration, len(pipe.model.blocks), args.warmup, args.quick)
     pipe.generate(prompts[0], sampling_steps=args.steps, seed=0)  # warm caches and allocator before timing
     baseline, base_seconds = {}, 0.0
     results = {label: {"method": method, "seconds": 0.0, "work": [], "metrics": []} for label, method, _ in runs}
@@ -143,14 +115,13 @@ def main():
     for index, (prompt, seed) in enumerate(cases):
         base_video, seconds = timed_generate(pipe, prompt, seed, args.steps, args.repeats)
         base_seconds += seconds
-        for label, method, enable in runs:  # interleaved with the baseline: drift hits all alike
-            cache = enable(pipe)
+        for label, method, settings in runs:  # interleaved with the baseline: drift hits all alike
+            cache = enable_cache(pipe, method, **settings)
             video, seconds = timed_generate(pipe, prompt, seed, args.steps, args.repeats)
             report = cache.report()
             cache.disable()
             r = results[label]
             r["seconds"] += seconds
-            r["settings"] = report.get("threshold", None) if "threshold" in report else report
             r["work"].append(1 / report["ideal_speedup"])
             m = compare_frames(base_video, video, layout="CTHW", value_range=(-1, 1), clamp=True, lpips=lpips)
             r["metrics"].append(m)

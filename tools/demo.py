@@ -1,15 +1,14 @@
 #!/usr/bin/env python3
 """CPU demo: the small tinywan text-to-video model, baseline vs EasyCache, same seeds.
 
-The cache is the Wan2.1 script's own adapter (wan2_1/easycache_generate.py:
-enable_easycache), which wraps tinywan exactly as it wraps Wan2.1's pipelines. For each
+The cache is the library's Wan2.1 adapter (easycache.adapters.wan21.enable_easycache, the code
+the Wan2.1 drop-in script embeds), which wraps tinywan exactly as it wraps Wan2.1's pipelines. For each
 prompt it prints DiT calls computed/total, the wall-clock speed-up and PSNR/SSIM (LPIPS when
 its weights are available) of the frames against the uncached video, and writes both videos
 (mp4 and GIF) and a side-by-side GIF (baseline | EasyCache | 4x difference).
 """
 
 import argparse
-import importlib.util
 import os
 import sys
 import time
@@ -20,21 +19,15 @@ import torch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+from easycache.adapters.wan21 import enable_easycache  # noqa: E402
+from easycache.metrics import compare_frames  # noqa: E402
 from tinywan.sample import TinyWanT2V  # noqa: E402
-from tools.video_metrics import compare_frames  # noqa: E402
 
 DEFAULT_WEIGHTS = os.path.join(ROOT, "tinywan", "weights", "tinywan.safetensors")
 DEFAULT_PROMPTS = ("a large red circle moves right on a plain background",
                    "a small blue square bounces on a gradient background",
                    "a large green triangle moves up on a textured background")
 UPSCALE = 8  # 32x32 frames are too small to look at
-
-
-def load_wan_script():
-    spec = importlib.util.spec_from_file_location("easycache_generate", os.path.join(ROOT, "wan2_1", "easycache_generate.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def to_uint8(video: torch.Tensor) -> np.ndarray:
@@ -79,17 +72,16 @@ def main():
     os.makedirs(args.out, exist_ok=True)
     prompts = args.prompt or list(DEFAULT_PROMPTS)
 
-    script = load_wan_script()
     pipe = TinyWanT2V.from_pretrained(args.weights)
     pipe.generate(prompts[0], sampling_steps=2, seed=args.seed)  # warm up before timing
     print(f"tinywan (CPU), {args.steps} steps, seed {args.seed}: baseline vs EasyCache "
           f"(thresh {args.thresh}, warm-up {args.ret_steps})")
     total_base = total_fast = 0.0
     for index, prompt in enumerate(prompts):
-        cache = script.enable_easycache(pipe, enabled=False)  # counts the baseline's calls
+        cache = enable_easycache(pipe, enabled=False)  # counts the baseline's calls
         base, base_seconds = timed(pipe, prompt, args.seed, args.steps)
         cache.disable()
-        cache = script.enable_easycache(pipe, args.thresh, args.ret_steps)
+        cache = enable_easycache(pipe, args.thresh, args.ret_steps)
         fast, fast_seconds = timed(pipe, prompt, args.seed, args.steps)
         report = cache.report()
         cache.disable()
