@@ -1,4 +1,7 @@
-import importlib.util
+"""Paths, the stand-in checkouts and the per-test hygiene every test shares. The helpers tests
+import are in helpers.py (CLI runner, two-rank runner) and hosts.py (the hosts the contract
+matrix drives)."""
+
 import os
 import sys
 
@@ -7,51 +10,52 @@ import torch
 
 torch.set_num_threads(1)  # two threads on a shared 2-core machine can be 5-10x slower
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-WAN_STANDIN = os.path.join(ROOT, "tests", "wan21_standin")
-sys.path.insert(0, ROOT)
-
-
-def load_script(relative_path: str, name: str):
-    """Import a drop-in script by path, as a module."""
-    spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, relative_path))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-@pytest.fixture(scope="session")
-def wan_script():
-    return load_script("wan2_1/easycache_generate.py", "easycache_generate")
-
-
-@pytest.fixture(scope="session")
-def wan_standin():
-    """The stand-in Wan2.1 checkout's modules (generate, wan), importable by their names."""
-    if WAN_STANDIN not in sys.path:
-        sys.path.insert(0, WAN_STANDIN)
-    import generate
-    import wan
-    assert os.path.dirname(generate.__file__) == WAN_STANDIN
-    return generate, wan
+TESTS = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(TESTS)
+for path in (ROOT, TESTS):
+    if path not in sys.path:
+        sys.path.insert(0, path)
 
 
 @pytest.fixture(autouse=True)
-def restore_grad_mode():
-    """HunyuanVideo's sampler turns autograd off process-wide (the stand-in mirrors it): keep
-    that from leaking into later tests."""
-    enabled = torch.is_grad_enabled()
+def grad_mode_on():
+    """HunyuanVideo's sampler turns autograd off process-wide (the stand-in mirrors it), also when
+    a module-scoped fixture builds one: every test starts as a fresh process would."""
+    torch.set_grad_enabled(True)
     yield
-    torch.set_grad_enabled(enabled)
+    torch.set_grad_enabled(True)
 
 
-def end_worker() -> None:
-    """End a spawned rank once its results are written. Leaving through interpreter
-    teardown can abort in gloo's thread destructors ("terminate called without an active
-    exception") after the work is done, which mp.spawn reports as a failure."""
-    import torch.distributed as dist
-    dist.barrier()
-    dist.destroy_process_group()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(0)
+@pytest.fixture(scope="session")
+def wan21_script():
+    """The shipped Wan2.1 script, imported as a user's ``from easycache_generate import ...`` does."""
+    from helpers import WAN21_SCRIPT, load_script
+    return load_script(WAN21_SCRIPT, "easycache_generate")
+
+
+@pytest.fixture(scope="session")
+def wan21_generate():
+    """The stand-in Wan2.1 checkout's generate.py (its wan/ importable by name)."""
+    from helpers import WAN21_STANDIN
+    if WAN21_STANDIN not in sys.path:
+        sys.path.insert(0, WAN21_STANDIN)
+    import generate
+    assert os.path.dirname(generate.__file__) == WAN21_STANDIN
+    return generate
+
+
+@pytest.fixture(scope="session")
+def hunyuan_script():
+    from helpers import HUNYUAN_SCRIPT, load_script
+    return load_script(HUNYUAN_SCRIPT, "easycache_sample_video")
+
+
+@pytest.fixture(scope="session")
+def hunyuan_sample_video():
+    """The stand-in HunyuanVideo checkout's sample_video.py (its hyvideo/ importable by name)."""
+    from helpers import HUNYUAN_STANDIN
+    if HUNYUAN_STANDIN not in sys.path:
+        sys.path.insert(0, HUNYUAN_STANDIN)
+    import sample_video
+    assert os.path.dirname(sample_video.__file__) == HUNYUAN_STANDIN
+    return sample_video

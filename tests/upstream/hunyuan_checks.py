@@ -224,12 +224,13 @@ def check_contract(sample_video, script):
     kw = dict(text_states=torch.randn(1, 16, 32), text_mask=torch.ones(1, 16, dtype=torch.long),
               text_states_2=torch.randn(1, 16), freqs_cos=cos, freqs_sin=sin, guidance=torch.tensor([6000.0]))
     for return_dict in (True, False):
-        cache.forward.start_video(5)
+        cache.session.start(5)
+        cache.wrappers[None].start_video(0, 5)
         xs = [torch.randn(1, 16, 2, 8, 8) for _ in range(3)]
         outs = [model(x, torch.tensor([900.0 - 100 * i]), **kw, return_dict=return_dict) for i, x in enumerate(xs)]
         assert all(isinstance(o, dict) == return_dict for o in outs)
         v = [o["x"] if return_dict else o for o in outs]
-        assert [c["computed"] for c in cache.forward.calls] == [True, True, False]
+        assert [c["computed"] for c in cache.session.rows] == [True, True, False]
         assert torch.allclose(v[2], xs[2] + (v[1] - xs[1]), atol=1e-6)
     print("contract ok")
 
@@ -324,7 +325,7 @@ def check_peers(sample_video, script):
             assert report["blocks_run"] == blocks_run < 7 * STEPS and torch.isfinite(samples).all(), name
             assert 0 < sum(computed) < STEPS, (name, computed)
             if name == "teacache":
-                assert torch.allclose(cache.forward.policy.prev_indicator[0], seen["qkv"][-1], atol=1e-5)
+                assert torch.allclose(cache.policies[None].prev_indicator[0], seen["qkv"][-1], atol=1e-5)
                 reused = max(i for i, c in enumerate(computed) if not c)
                 source = max(i for i in range(reused) if computed[i])
                 residual = seen["head"][source] - seen["embedded"][source]
@@ -333,6 +334,32 @@ def check_peers(sample_video, script):
             predict(sampler, cfg_scale)
             assert [c["computed"] for c in cache.report()["calls"]] == computed, name
             print(f"{name} cfg {cfg_scale} computed {sum(computed)}/{STEPS} blocks {blocks_run}/{7 * STEPS}")
+
+
+def check_registry(sample_video, script):
+    """Every policy the script's registry holds, on the real sampler, pipeline and DiT (3 double,
+    4 single blocks), batch 1 and 2: at its exact settings bitwise the baseline; at its eager
+    settings fewer calls (whole-model) or blocks (block-level) reach the DiT, as reported."""
+    args = make_args(sample_video, script)
+    for cfg_scale in (1.0, 5.0):
+        baseline = predict(make_sampler(args, 3, 4), cfg_scale)
+        for name, spec in sorted(script.REGISTRY.items()):
+            needs = {"coefficients": [1.0, 0.0], "ratios": [1.0] + [0.95] * (STEPS - 1)}
+            given = {k: v for k, v in needs.items() if k in {f.setting for f in spec.flags}}
+            sampler = make_sampler(args, 3, 4)
+            script.enable_cache(sampler, name, **given, **spec.exact)
+            assert torch.equal(predict(sampler, cfg_scale), baseline), (name, cfg_scale)
+            sampler = make_sampler(args, 3, 4)
+            batches, runs = count_inner(sampler), count_blocks(sampler)
+            cache = script.enable_cache(sampler, name, **given, **spec.eager)
+            samples = predict(sampler, cfg_scale)
+            report = cache.report()
+            assert torch.isfinite(samples).all() and report["dit_calls_computed"] < STEPS, (name, report["calls"])
+            if spec.make.level == "model":
+                assert len(batches) == report["dit_calls_computed"], name
+            else:
+                assert len(runs) == report["blocks_run"] < 7 * STEPS, name
+            print(f"registry {name} cfg {cfg_scale} computed {report['dit_calls_computed']}/{STEPS}")
 
 
 def check_peers_xdit(sample_video, script):
@@ -344,7 +371,7 @@ def check_peers_xdit(sample_video, script):
     args = make_args(sample_video, script)
     for name, enable in PEERS.items():
         reference = enable(script, make_sampler(args, 3, 4))
-        expected = predict(reference.sampler)
+        expected = predict(reference.pipe)
         sampler = make_sampler(args, 3, 4)
         inference.parallelize_transformer(sampler.pipeline)
         runs = count_blocks(sampler)

@@ -206,7 +206,7 @@ def check_magcache(gen, script):
         recorder = script.calibrate_pipeline(pipe)
         pipe.generate("a red ball", size=SIZE, frame_num=FRAMES, sampling_steps=STEPS, seed=seed, offload_model=False)
         assert recorder.report()["dit_calls_computed"] == 2 * STEPS
-        calibration = script.merge_calibration(calibration, recorder.forward.policy, False)
+        calibration = script.merge_calibration(calibration, recorder.policies[None])
     assert len(calibration["magcache_ratios"]) == 2 * STEPS and calibration["teacache_coefficients"]
     baseline = t2v(tiny_pipeline(gen), "unipc")
     pipe = tiny_pipeline(gen)
@@ -220,6 +220,32 @@ def check_magcache(gen, script):
     report = cache.report()
     assert len(runs) == report["dit_calls_computed"] < 2 * STEPS, (len(runs), report["dit_calls_computed"])
     print("magcache computed", len(runs), "of", 2 * STEPS)
+
+
+def check_registry(gen, script):
+    """Every policy the script's registry holds, inside the real pipeline, DiT and solvers: at
+    its exact settings bitwise the baseline; at its eager settings fewer calls (whole-model) or
+    block-stack runs (block-level) reach the DiT, as reported."""
+    for solver in ("unipc", "dpm++"):
+        baseline = t2v(tiny_pipeline(gen), solver)
+        for name, spec in sorted(script.REGISTRY.items()):
+            needs = {"coefficients": [1.0, 0.0], "ratios": [1.0, 1.0] + [0.95, 0.95] * (STEPS - 1)}
+            given = {k: v for k, v in needs.items() if k in {f.setting for f in spec.flags}}
+            pipe = tiny_pipeline(gen)
+            script.enable_cache(pipe, name, **given, **spec.exact)
+            assert torch.equal(t2v(pipe, solver), baseline), (name, solver)
+            pipe = tiny_pipeline(gen)
+            calls, runs = counted(pipe), []
+            pipe.model.blocks[0].register_forward_pre_hook(lambda module, args: runs.append(1))
+            cache = script.enable_cache(pipe, name, **given, **spec.eager)
+            latents = t2v(pipe, solver)
+            report = cache.report()
+            assert torch.isfinite(latents).all() and report["dit_calls_computed"] < 2 * STEPS, (name, solver)
+            if spec.make.level == "model":
+                assert len(calls) == report["dit_calls_computed"], name
+            else:
+                assert len(runs) * 2 == report["blocks_run"] < report["blocks_total"], name
+            print(f"registry {name} {solver} computed {report['dit_calls_computed']}/{2 * STEPS}")
 
 
 def check_i2v(gen, script):

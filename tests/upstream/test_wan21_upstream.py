@@ -13,7 +13,7 @@ import sys
 
 import pytest
 
-from conftest import ROOT
+from helpers import ROOT
 
 WAN21_DIR = os.environ.get("WAN21_DIR")
 pytestmark = pytest.mark.skipif(not WAN21_DIR, reason="set WAN21_DIR to a Wan2.1 checkout")
@@ -28,9 +28,9 @@ def run_check(*args):
     return result.stdout
 
 
-def test_standin_cli_mirrors_the_real_generate_py(wan_script, wan_standin):
+def test_standin_cli_mirrors_the_real_generate_py(wan21_script, wan21_generate):
     real = json.loads(run_check("parser_spec").strip().splitlines()[-1])
-    parser = wan_script.upstream_parser(wan_standin[0])
+    parser = wan21_script.upstream_parser(wan21_generate)
     ours = {a.dest: [repr(a.default), list(a.choices) if a.choices else None] for a in parser._actions}
     assert ours == real
 
@@ -55,6 +55,11 @@ def test_real_t2v_pipeline_deltacache():
 
 def test_real_t2v_pipeline_calibration_and_magcache():
     assert "magcache computed" in run_check("magcache")
+
+
+def test_real_pipeline_every_registered_policy():
+    out = run_check("registry")
+    assert "registry uniform unipc computed" in out and "registry easycache dpm++ computed" in out
 
 
 def test_real_i2v_pipeline():

@@ -1,32 +1,30 @@
-"""hunyuanvideo/easycache_sample_video.py as a user runs it, inside the stand-in HunyuanVideo checkout."""
+"""hunyuanvideo/easycache_sample_video.py as a user runs it, inside the stand-in HunyuanVideo checkout:
+hyvideo/config.py's own flags and checks plus the cache flags generated from the registry (kebab
+case, snake-case aliases), one-line errors before any model loads, the video and its report, the
+peers' flags and the calibration run."""
 
 import json
-import os
-import subprocess
 import sys
 
 import pytest
 
-from conftest import ROOT, load_script
+from easycache.adapters.hunyuanvideo import HUNYUAN_SINGLE_CACHED, HUNYUAN_SINGLE_REFRESH_STEPS
+from helpers import HUNYUAN_SCRIPT, HUNYUAN_STANDIN
+from helpers import run_script as run
 
-HY_STANDIN = os.path.join(ROOT, "tests", "hunyuan_standin")
-SCRIPT = os.path.join(ROOT, "hunyuanvideo", "easycache_sample_video.py")
 FAST = ["--video-size", "64", "64", "--video-length", "5", "--infer-steps", "12", "--seed", "0", "--flow-reverse",
         "--prompt", "a cat walks on the grass"]
+STEPS = 12
 
 
 @pytest.fixture(scope="module")
-def hy_script():
-    return load_script("hunyuanvideo/easycache_sample_video.py", "easycache_sample_video")
+def hy_script(hunyuan_script):
+    return hunyuan_script
 
 
 @pytest.fixture(scope="module")
-def sample_video():
-    if HY_STANDIN not in sys.path:
-        sys.path.insert(0, HY_STANDIN)
-    import sample_video
-    assert os.path.dirname(sample_video.__file__) == HY_STANDIN
-    return sample_video
+def sample_video(hunyuan_sample_video):
+    return hunyuan_sample_video
 
 
 @pytest.fixture
@@ -38,11 +36,8 @@ def weights(tmp_path):
     return ["--model-base", str(base), "--dit-weight", str(base / "transformers" / "mp_rank_00_model_states.pt")]
 
 
-def run_script(args, cwd=HY_STANDIN, script=SCRIPT):
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    env.pop("WORLD_SIZE", None)
-    return subprocess.run([sys.executable, script, *args], cwd=cwd, capture_output=True, text=True, env=env,
-                          timeout=300)
+def run_script(args, cwd=HUNYUAN_STANDIN):
+    return run(HUNYUAN_SCRIPT, args, cwd)
 
 
 def parse(hy_script, sample_video, argv, capsys):
@@ -188,3 +183,81 @@ def test_failed_save_leaves_nothing_behind(hy_script, tmp_path):
     with pytest.raises(OSError, match="disk full"):
         hy_script.atomic_saver(broken, argparse.Namespace(overwrite=False), saved)(None, str(tmp_path / "v.mp4"), fps=24)
     assert saved == [] and list(tmp_path.iterdir()) == []
+
+
+# --- the peers, the baselines and the calibration run ----------------------------------------------
+
+@pytest.fixture
+def small(tmp_path):
+    (tmp_path / "dit.pt").write_bytes(b"stand-in")
+    return ["--model-base", str(tmp_path), "--dit-weight", str(tmp_path / "dit.pt"), "--prompt", "a cat",
+            "--video-size", "64", "64", "--video-length", "5", "--infer-steps", str(STEPS), "--seed", "0",
+            "--flow-reverse"]
+
+
+def parse_peer(hy_script, sample_video, argv, capsys):
+    try:
+        return hy_script.parse_args(sample_video, argv), []
+    except SystemExit as exit_:
+        assert exit_.code == 2
+        return None, capsys.readouterr().err.strip().splitlines()
+
+
+def test_peer_flags_and_published_defaults(sample_video, hy_script, small, capsys):
+    from easycache.adapters.hunyuanvideo import HUNYUAN_TEACACHE_COEFFICIENTS
+    args, _ = parse_peer(hy_script, sample_video, [*small, "--cache", "teacache"], capsys)
+    spec, settings = args.cache_plan
+    assert settings["threshold"] == 0.1 and settings["coefficients"] == list(HUNYUAN_TEACACHE_COEFFICIENTS)
+    args, _ = parse_peer(hy_script, sample_video, [*small, "--cache", "deltacache"], capsys)
+    settings = args.cache_plan[1]
+    assert settings["cached"] == {"double": list(range(6, 20)), "single": list(HUNYUAN_SINGLE_CACHED)}
+    assert settings["stack_refresh_steps"] == {"single": list(HUNYUAN_SINGLE_REFRESH_STEPS)}
+    assert settings["warmup_steps"] == settings["interval"] == 6
+    args, _ = parse_peer(hy_script, sample_video, [*small, "--cache", "teacache", "--teacache_coefficients", "1,0"],
+                         capsys)
+    assert args.cache_plan[1]["coefficients"] == [1.0, 0.0]
+    defaults = hy_script.parse_args(sample_video, small)
+    assert (defaults.magcache_thresh, defaults.magcache_K, defaults.retention_ratio) == (0.24, 6, 0.2)
+    assert defaults.uniform_warmup == 5 and "--use-ret-steps" not in hy_script.upstream_parser(
+        sys.modules[sample_video.parse_args.__module__].parse_args).format_help()
+
+
+@pytest.mark.parametrize("extra,expected", [
+    (["--cache", "teacache", "--teacache-thresh", "-1"], "--teacache-thresh must be a number >= 0"),
+    (["--cache", "teacache", "--teacache-coefficients", "1,x"], "--teacache-coefficients must be comma-separated"),
+    (["--cache", "magcache"], "--cache magcache needs --magcache-ratios FILE"),
+    (["--cache", "magcache", "--magcache-ratios", "/nonexistent.json"], "cannot read it as JSON"),
+    (["--cache", "deltacache", "--delta-interval", "0"], "--delta-interval must be >= 1"),
+    (["--cache", "deltacache", "--delta-double-cached", "6-x"], "--delta-double-cached must be comma-separated"),
+    (["--cache", "deltacache", "--delta-single-cached", "30-45"], "has 40 single-stream blocks"),
+    (["--cache", "teacache", "--calibrate", "cal.json"], "--calibrate runs without a cache"),
+    (["--cache", "uniform", "--uniform-every", "0"], "--uniform-every must be >= 1"),
+    (["--cache", "uniform", "--uniform-warmup", "12"], "--uniform-warmup 12 must be smaller than --infer-steps 12"),
+])
+def test_peer_errors_are_one_line(sample_video, hy_script, small, capsys, extra, expected):
+    args, err = parse_peer(hy_script, sample_video, [*small, *extra], capsys)
+    assert args is None and len(err) == 1 and expected in err[0], err
+
+
+def test_cli_calibrate_then_each_method(sample_video, hy_script, small, tmp_path, capsys):
+    """run(): the stand-in's sample_video.main() with each --cache; the report matches the run."""
+    calibration = str(tmp_path / "cal.json")
+    runs = [["--calibrate", calibration], ["--calibrate", calibration],
+            ["--cache", "magcache", "--magcache-ratios", calibration, "--magcache-thresh", "0.5"],
+            ["--cache", "teacache", "--teacache-coefficients", calibration],
+            ["--cache", "deltacache", "--delta-double-cached", "1", "--delta-single-cached", "0,2",
+             "--delta-warmup", "3", "--delta-interval", "3", "--delta-single-steps", "5,9"],
+            ["--cache", "uniform", "--uniform-every", "3", "--uniform-warmup", "2"]]
+    for i, extra in enumerate(runs):
+        out = tmp_path / f"run{i}"
+        args = hy_script.parse_args(sample_video, [*small, "--save-path", str(out), *extra])
+        report = hy_script.run(sample_video, args)
+        saved = json.loads(next(out.glob("*.report.json")).read_text())
+        assert saved.get("blocks_run") == report.get("blocks_run") and saved["cache"] == args.cache
+        assert saved["dit_calls_total"] == STEPS
+    assert json.loads(open(calibration).read())["videos"] == 2
+    printed = capsys.readouterr().out
+    assert "Calibration run (no cache)" in printed and "MagCache (thresh 0.5, K 6" in printed
+    assert "Delta cache (full steps: first 3, then every 3; single blocks on 5,9)" in printed
+    assert "transformer blocks run: 40/60" in printed
+    assert "Uniform reuse (every 3, warm-up 2) report" in printed and "DiT calls computed: 6/12" in printed

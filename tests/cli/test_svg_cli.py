@@ -12,15 +12,14 @@ import textwrap
 import pytest
 import torch
 
-from conftest import ROOT, load_script
-
-SCRIPT = os.path.join(ROOT, "hunyuanvideo", "hyvideo_svg_easycache.py")
-HY_STANDIN = os.path.join(ROOT, "tests", "hunyuan_standin")
+from helpers import HUNYUAN_STANDIN as HY_STANDIN
+from helpers import SVG_SCRIPT as SCRIPT
+from helpers import load_script
 
 
 @pytest.fixture(scope="module")
 def svg_script():
-    return load_script("hunyuanvideo/hyvideo_svg_easycache.py", "hyvideo_svg_easycache")
+    return load_script(SCRIPT, "hyvideo_svg_easycache")
 
 
 def test_geometry_720p(svg_script):
@@ -225,12 +224,11 @@ def svg_standin(tmp_path_factory):
 def test_svg_bad_input_is_one_line_before_loading(svg_script, svg_standin, capsys, monkeypatch, extra, expected):
     monkeypatch.delenv("WORLD_SIZE", raising=False)
     svg = svg_script.SVG("svg.models.hyvideo")
-    cache_script = svg_script.import_cache_script()
     argv = ["--video-size", "160", "160", "--video-length", "5", "--infer-steps", "12", "--prompt", "a cat",
             "--text-len", "16", "--model-base", str(svg_standin), "--dit-weight", str(svg_standin / "dit.pt"),
             "--output_path", str(svg_standin / "v.mp4"), "--pattern", "SVG", "--sparsity", "0.6", *extra]
     with pytest.raises(SystemExit) as exit_:
-        svg_script.parse_args(svg, cache_script, argv)
+        svg_script.parse_args(svg, argv)
     lines = capsys.readouterr().err.strip().splitlines()
     assert exit_.value.code == 2 and len(lines) == 1 and expected in lines[0], lines
 
@@ -241,8 +239,19 @@ def test_svg_pattern_refused_under_sequence_parallel(svg_script, svg_standin, ca
             "--model-base", str(svg_standin), "--dit-weight", str(svg_standin / "dit.pt"), "--output_path",
             str(svg_standin / "v.mp4"), "--pattern", "SVG", "--sparsity", "0.6", "--ulysses-degree", "2"]
     with pytest.raises(SystemExit):
-        svg_script.parse_args(svg_script.SVG("svg.models.hyvideo"), svg_script.import_cache_script(), argv)
+        svg_script.parse_args(svg_script.SVG("svg.models.hyvideo"), argv)
     assert "--pattern SVG runs on one GPU" in capsys.readouterr().err
-    args = svg_script.parse_args(svg_script.SVG("svg.models.hyvideo"), svg_script.import_cache_script(),
-                                 [a if a != "SVG" else "dense" for a in argv])
+    args = svg_script.parse_args(svg_script.SVG("svg.models.hyvideo"), [a if a != "SVG" else "dense" for a in argv])
     assert args.pattern == "dense" and (args.thresh, args.ret_steps) == (0.025, 5)
+
+
+def test_svg_offers_the_whole_model_policies_only(svg_script, svg_standin, capsys, monkeypatch):
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    argv = ["--video-size", "160", "160", "--video-length", "5", "--prompt", "a cat", "--text-len", "16",
+            "--model-base", str(svg_standin), "--dit-weight", str(svg_standin / "dit.pt"), "--output_path",
+            str(svg_standin / "v.mp4"), "--pattern", "dense"]
+    args = svg_script.parse_args(svg_script.SVG("svg.models.hyvideo"), [*argv, "--cache", "uniform"])
+    assert args.cache_plan[0].name == "uniform" and args.cache_plan[1]["warmup_steps"] == 5
+    with pytest.raises(SystemExit):
+        svg_script.parse_args(svg_script.SVG("svg.models.hyvideo"), [*argv, "--cache", "teacache"])
+    assert "invalid choice: 'teacache'" in capsys.readouterr().err

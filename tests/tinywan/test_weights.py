@@ -6,7 +6,7 @@ import os
 import pytest
 import torch
 
-from conftest import ROOT
+from helpers import ROOT
 from tinywan.record_check import sample_latents, sha256
 
 WEIGHTS = os.path.join(ROOT, "tinywan", "weights", "tinywan.safetensors")

@@ -14,12 +14,11 @@ import sys
 
 import pytest
 
-from conftest import ROOT, load_script
+from helpers import HUNYUAN_SCRIPT, HUNYUAN_STANDIN, ROOT, load_script
 
 HUNYUAN_DIR = os.environ.get("HUNYUAN_DIR")
 pytestmark = pytest.mark.skipif(not HUNYUAN_DIR, reason="set HUNYUAN_DIR to a HunyuanVideo checkout")
 CHECKS = os.path.join(ROOT, "tests", "upstream", "hunyuan_checks.py")
-HY_STANDIN = os.path.join(ROOT, "tests", "hunyuan_standin")
 
 
 def run_check(tmp_path, *args):
@@ -32,9 +31,9 @@ def run_check(tmp_path, *args):
 
 def test_standin_cli_mirrors_the_real_config(tmp_path):
     real = json.loads(run_check(tmp_path, "parser_spec").strip().splitlines()[-1])
-    script = load_script("hunyuanvideo/easycache_sample_video.py", "easycache_sample_video")
-    if HY_STANDIN not in sys.path:
-        sys.path.insert(0, HY_STANDIN)
+    script = load_script(HUNYUAN_SCRIPT, "easycache_sample_video")
+    if HUNYUAN_STANDIN not in sys.path:
+        sys.path.insert(0, HUNYUAN_STANDIN)
     import hyvideo.config
     parser = script.upstream_parser(hyvideo.config.parse_args)
     ours = {a.dest: [repr(a.default), sorted(a.choices) if a.choices else None] for a in parser._actions}
@@ -66,6 +65,11 @@ def test_real_pipeline_with_each_peer_method(tmp_path):
     out = run_check(tmp_path, "peers")
     for name in ("teacache", "magcache", "deltacache"):
         assert f"{name} cfg 1.0 computed" in out and f"{name} cfg 5.0 computed" in out
+
+
+def test_real_pipeline_with_every_registered_policy(tmp_path):
+    out = run_check(tmp_path, "registry")
+    assert "registry uniform cfg 5.0 computed" in out and "registry teacache cfg 1.0 computed" in out
 
 
 def test_real_xdit_wrapper_with_each_peer_method(tmp_path):
