@@ -97,13 +97,12 @@ class HunyuanCache(PipelineCache):
         self.io = io
         super().__init__(*args, **kwargs)
 
-    def report(self, allow_warnings: bool = False) -> dict:
+    def collective_device(self):
         device = self.io.output_device
         # NCCL gathers on the current device; the upstream engine never sets it per rank
-        on_device = (torch.cuda.device(device) if device is not None and device.type == "cuda"
-                     else contextlib.nullcontext())
-        with on_device:
-            return super().report(allow_warnings)
+        if device is not None and device.type == "cuda":
+            return torch.cuda.device(device)
+        return contextlib.nullcontext()
 
 
 def enable_cache(sampler, policy=None, **settings) -> HunyuanCache:

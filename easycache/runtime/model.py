@@ -34,7 +34,8 @@ class CachedForward:
     """Replaces ``module.forward`` on the instance with a cached one driven by ``policy``
     (None: every call runs; still counted and timed, for a baseline). The module serves the
     steps ``[first_step, first_step + num_steps)`` of each video (all of them, unless several
-    modules share it); its policy counts steps from ``first_step``."""
+    modules share it: Wan2.2's experts); its policy counts steps from ``first_step``. A call
+    outside those steps means the host switched modules elsewhere than predicted: an error."""
 
     def __init__(self, module: torch.nn.Module, policy: Optional[Policy], session: Session, io: ModelIO,
                  name: Optional[str] = None):
@@ -70,7 +71,7 @@ class CachedForward:
             result, computed, decision, blocks = self.inner_forward(*args, **kwargs), True, None, None
         else:
             local = step - self.first_step
-            if self.num_steps and not 0 <= local < self.num_steps:
+            if self.session.num_steps and not 0 <= local < self.num_steps:
                 raise RuntimeError(f"{self.name or 'the DiT'} was called at step {step}, outside its steps "
                                    f"{self.first_step}..{self.first_step + self.num_steps - 1}")
             result, computed, decision, blocks = self._cached_call(local, branch, x, args, kwargs)

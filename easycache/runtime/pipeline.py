@@ -2,6 +2,7 @@
 and the pipeline's per-video method (Wan: ``generate``, HunyuanVideo: ``predict``), wrapped on
 the instance to start each video, time it and check that the cache saw it."""
 
+import contextlib
 import inspect
 import sys
 import time
@@ -57,20 +58,28 @@ class PipelineCache:
             wrapper.start_video(*ranges[name])
         started = time.perf_counter()
         try:
-            return self.inner_entry(*args, **kwargs)
-        finally:
+            result = self.inner_entry(*args, **kwargs)
+        except BaseException:
             self.entry_seconds = time.perf_counter() - started
+            self.session.end(NOT_ENGAGED, collective=False)  # the other ranks may not get here
+            raise
+        self.entry_seconds = time.perf_counter() - started
+        with self.collective_device():
             self.session.end(NOT_ENGAGED)
-            for warning in self.session.warnings:
-                print(f"easycache: warning: {warning}", file=sys.stderr)
+        for warning in self.session.warnings:
+            print(f"easycache: warning: {warning}", file=sys.stderr)
+        return result
+
+    def collective_device(self):
+        """The context collectives run in (HunyuanVideo: the rank's CUDA device)."""
+        return contextlib.nullcontext()
 
     @property
     def policies(self) -> Dict[Optional[str], Optional[Policy]]:
         return {name: wrapper.policy for name, wrapper in self.wrappers.items()}
 
     def report(self, allow_warnings: bool = False) -> dict:
-        """The last video's report. A collective under torch.distributed: call it on every rank.
-        Raises NoCallSeen when the cache saw no DiT call, unless ``allow_warnings`` (the report
+        """The last video's report. Raises NoCallSeen when the cache saw no DiT call, unless ``allow_warnings`` (the report
         then lists the problem under "warnings")."""
         report = {"cache": self.method}
         settings = {name: policy.settings for name, policy in self.policies.items() if policy is not None}
@@ -78,7 +87,8 @@ class PipelineCache:
             report.update(settings[None])
         elif settings:
             report["settings"] = settings
-        report.update(self.session.report(), **{f"{self.entry}_seconds": self.entry_seconds})
+        with self.collective_device():
+            report.update(self.session.report(), **{f"{self.entry}_seconds": self.entry_seconds})
         if report["warnings"] and not allow_warnings:
             raise NoCallSeen("; ".join(report["warnings"]))
         return report

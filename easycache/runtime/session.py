@@ -28,7 +28,7 @@ class Session:
         self.dit_seconds = 0.0
         self.blocks_run = self.blocks_total = 0
         self.warnings: List[str] = []
-        self.running = True
+        self.agreement = None  # (world size, whether every rank took the same decisions), once ended
 
     def next_call(self):
         """(step, branch) of the call about to run."""
@@ -47,16 +47,22 @@ class Session:
             self.blocks_run += blocks[0]
             self.blocks_total += blocks[1]
 
-    def end(self, no_call_hint: str) -> None:
-        """The pipeline returned: a video during which no call reached the cache is an error
-        the report carries (the caller says what to do about it)."""
-        self.running = False
+    def end(self, no_call_hint: str, collective: bool = True) -> None:
+        """The pipeline returned: a video during which no call reached the cache is an error the
+        report carries (the caller says what to do about it). Whether the ranks agreed is
+        settled here, while the process group surely exists (Wan2.2's generate.py destroys it
+        before returning); a collective, unless the video failed on this rank."""
         if not self.rows:
             self.warnings.append(f"the cache saw no DiT call during this video: {no_call_hint}")
+        if collective:
+            self.agreement = self._agreement()
+
+    def _agreement(self):
+        return distributed_world(), same_on_all_ranks([r["computed"] for r in self.rows])
 
     def report(self) -> dict:
-        """Counts, timings and the per-call record of the last video. A collective under
-        torch.distributed: call it on every rank."""
+        """Counts, timings and the per-call record of the last video (a collective under
+        torch.distributed when asked before the video ended)."""
         rows = self.rows
         computed = sum(r["computed"] for r in rows)
         report = {
@@ -74,9 +80,9 @@ class Session:
         modules = list(dict.fromkeys(r["module"] for r in rows if "module" in r))
         if modules:
             report["modules"] = {name: per_module(rows, name) for name in modules}
-        report.update(world_size=distributed_world(),
-                      ranks_agree=same_on_all_ranks([r["computed"] for r in rows]),
-                      warnings=list(self.warnings), calls=[dict(r) for r in rows])
+        world_size, ranks_agree = self.agreement or self._agreement()
+        report.update(world_size=world_size, ranks_agree=ranks_agree, warnings=list(self.warnings),
+                      calls=[dict(r) for r in rows])
         return report
 
 
