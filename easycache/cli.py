@@ -52,8 +52,11 @@ class CliHost:
     ``steps_flag``: the host's step-count flag. ``omitted``: per policy, settings the host offers
     no flag for. ``extra_flags``: per policy, the host's own flags (block profiles).
     ``published(policy, setting, settings, args)``: a published constant, or SettingError.
-    ``finish(policy, settings, args)``: the host's last word on the settings (block profiles
-    to segments). ``levels``: the policy levels the script offers."""
+    ``finish(policy, settings, args)``: the host's last word on the settings (block profiles).
+    ``levels``: the policy levels the script offers. Where one video is served by several
+    models (Wan2.2's experts), ``parts_of(args)`` gives each part's step count ({None: steps}
+    for one model) and ``part_flags`` per policy the flags that set a setting for one part only
+    (``(part, Flag)``, default None: the shared flag's value)."""
 
     name: str
     branches: Tuple[str, ...]
@@ -65,6 +68,9 @@ class CliHost:
     published: Optional[Callable[[str, str, dict, argparse.Namespace], Any]] = None
     finish: Optional[Callable[[str, dict, argparse.Namespace], dict]] = None
     levels: Tuple[str, ...] = ("model", "blocks")
+    parts_of: Optional[Callable[[argparse.Namespace], Dict[Optional[str], int]]] = None
+    part_flags: Dict[str, Tuple[Tuple[str, Flag], ...]] = field(default_factory=dict)
+    default_notes: Dict[str, Dict[str, str]] = field(default_factory=dict)  # a default not a value (per task)
 
     def options(self, name: str) -> List[str]:
         """The option strings of a flag named ``name`` (snake case)."""
@@ -75,8 +81,10 @@ class CliHost:
         return [spec for spec in REGISTRY.values() if spec.make.level in self.levels]
 
     def flags(self, spec: PolicySpec) -> List[Flag]:
+        """The policy's flags on this host: its own (less the omitted), the host's, the per-part ones."""
         omitted = self.omitted.get(spec.name, frozenset())
-        return [f for f in spec.flags if f.setting not in omitted] + list(self.extra_flags.get(spec.name, ()))
+        return ([f for f in spec.flags if f.setting not in omitted] + list(self.extra_flags.get(spec.name, ()))
+                + [flag for _, flag in self.part_flags.get(spec.name, ())])
 
 
 def add_cache_flags(parser: argparse.ArgumentParser, host: CliHost, calibration: bool = True) -> None:
@@ -97,14 +105,27 @@ def add_cache_flags(parser: argparse.ArgumentParser, host: CliHost, calibration:
     for spec in offered:
         target = group if spec.name == DEFAULT_POLICY else parser.add_argument_group(f"with --cache {spec.name}")
         defaults = host.defaults.get(spec.name, {})
+        per_part = {flag.name for _, flag in host.part_flags.get(spec.name, ())}  # their help says their default
+        notes = host.default_notes.get(spec.name, {})
         for flag in host.flags(spec):
-            default = defaults.get(flag.setting, flag.default)
+            options = host.options(flag.name)
             if flag.switch:
-                target.add_argument(*host.options(flag.name), dest=flag.name, action="store_true", help=flag.help)
-            else:
-                shown = f" (default: {default})" if default is not None else ""
-                target.add_argument(*host.options(flag.name), dest=flag.name, type=flag.type, default=default,
-                                    help=flag.help + shown)
+                target.add_argument(*options, dest=flag.name, action="store_true", help=flag.help)
+                continue
+            default = flag.default if flag.name in per_part else defaults.get(flag.setting, flag.default)
+            shown = None if flag.name in per_part else notes.get(flag.setting, default)
+            target.add_argument(*options, dest=flag.name, type=flag.type, default=default,
+                                help=flag.help + (f" (default: {shown})" if shown is not None else ""))
+
+
+@dataclass(frozen=True)
+class CachePlan:
+    """What the cache flags ask for, settled before any model loads: ``spec`` the policy (None:
+    the baseline, or the calibration run), ``parts`` its settings per part of the pipeline (the
+    part None for a pipeline with one model; Wan2.2 A14B: "high" and "low")."""
+
+    spec: Optional[PolicySpec]
+    parts: Dict[Optional[str], Optional[dict]]
 
 
 def check_cache_flags(args: argparse.Namespace, host: CliHost, fail: Callable[[str], None]) -> None:
@@ -118,38 +139,48 @@ def check_cache_flags(args: argparse.Namespace, host: CliHost, fail: Callable[[s
 
 
 def policy_from_args(args: argparse.Namespace, host: CliHost, num_steps: int, fail: Callable[[str], None]) -> None:
-    """Turn the chosen policy's flags into its settings, before any model loads: sets
-    ``args.cache_plan`` to (spec, settings), or None for the baseline and the calibration run
-    (``args.cache`` then reads "calibrate")."""
-    args.cache_plan = None
+    """Turn the chosen policy's flags into its settings, before any model loads, as
+    ``args.cache_plan`` (a CachePlan; ``args.cache`` reads "calibrate" for the calibration run)."""
+    parts = host.parts_of(args) if host.parts_of is not None else {None: num_steps}
+    args.cache_plan = CachePlan(None, {part: None for part in parts})
     if getattr(args, "calibrate", None) is not None:
-        check_calibration_file(args, host, num_steps, fail)
+        check_calibration_file(args, host, parts, fail)
         return
     if args.cache == "none":
         return
     spec = REGISTRY[args.cache]
     flags = {f.setting: f for f in spec.flags + tuple(host.extra_flags.get(spec.name, ()))}
     offered = {f.setting for f in host.flags(spec)}
-    settings = {s: getattr(args, f.name) if s in offered else f.default for s, f in flags.items()}
+    shared = {s: getattr(args, f.name) if s in offered else f.default for s, f in flags.items()}
+    plan = {}
+    for part, steps in parts.items():
+        settings, part_flag = dict(shared), dict(flags)
+        for owner, flag in host.part_flags.get(spec.name, ()):
+            if owner == part and getattr(args, flag.name) is not None:
+                settings[flag.setting], part_flag[flag.setting] = getattr(args, flag.name), flag
 
-    def flag_of(setting):
-        return host.steps_flag if setting == "num_steps" else host.options(flags[setting].name)[0]
+        def flag_of(setting, part=part, part_flag=part_flag):
+            if setting == "num_steps":
+                return host.steps_flag if part is None else f"the {part}-noise expert's steps"
+            return host.options(part_flag[setting].name)[0]
 
-    def published(policy, setting, current):
-        if host.published is None:
-            raise SettingError(f"{host.name} has no published {setting} for --cache {policy}; pass {flag_of(setting)}")
-        return host.published(policy, setting, current, args)
-    try:
-        if spec.prepare is not None:
-            settings = spec.prepare(settings, Context(num_steps, len(host.branches), flag_of, published))
-        if host.finish is not None:
-            settings = host.finish(spec.name, settings, args)
-    except SettingError as error:
-        fail(str(error))
-    args.cache_plan = (spec, settings)
+        def published(policy, setting, current):
+            if host.published is None:
+                raise SettingError(f"{host.name} has no published {setting} for --cache {policy}; pass "
+                                   f"{host.options(flags[setting].name)[0]}")
+            return host.published(policy, setting, current, args)
+        try:
+            if spec.prepare is not None:
+                settings = spec.prepare(settings, Context(steps, len(host.branches), flag_of, published, part))
+            if host.finish is not None:
+                settings = host.finish(spec.name, settings, args)
+        except SettingError as error:
+            fail(str(error))
+        plan[part] = settings
+    args.cache_plan = CachePlan(spec, plan)
 
 
-def check_calibration_file(args, host: CliHost, num_steps: int, fail) -> None:
+def check_calibration_file(args, host: CliHost, parts: Dict[Optional[str], int], fail) -> None:
     if args.cache != DEFAULT_POLICY:
         fail("--calibrate runs without a cache; drop --cache")
     args.cache = "calibrate"
@@ -158,27 +189,35 @@ def check_calibration_file(args, host: CliHost, num_steps: int, fail) -> None:
             previous = read_json_setting(args.calibrate, "--calibrate")
         except SettingError as error:
             fail(str(error))
-        if len(previous.get("magcache_ratios", [])) != len(host.branches) * num_steps:
-            fail(f"{args.calibrate} was calibrated for another step count; use another file")
+        entries = previous.get("experts", {None: previous})
+        if set(entries) != set(parts) or any(len(entries[part].get("magcache_ratios", [])) != len(host.branches) * steps
+                                             for part, steps in parts.items()):
+            fail(f"{args.calibrate} was calibrated for another step count or model; use another file")
 
 
 def policy_of(args, host: CliHost):
-    """A fresh policy for one pipeline, as the command line asked (None: the baseline)."""
+    """Fresh policies for one pipeline, as the command line asked: one, or one per part (None:
+    the baseline)."""
+    plan = args.cache_plan
     if args.cache == "calibrate":
-        return MagnitudeRecorder(len(host.branches), use_ret_steps=getattr(args, "use_ret_steps", False))
-    if args.cache_plan is None:
+        policies = {part: MagnitudeRecorder(len(host.branches), getattr(args, "use_ret_steps", False))
+                    for part in plan.parts}
+    elif plan.spec is None:
         return None
-    spec, settings = args.cache_plan
-    return spec.make(**settings)
+    else:
+        policies = {part: plan.spec.make(**settings) for part, settings in plan.parts.items()}
+    return policies[None] if list(policies) == [None] else policies
 
 
 def cache_title(args) -> str:
+    plan = args.cache_plan
     if args.cache == "calibrate":
         return "Calibration run (no cache)"
-    if args.cache_plan is None:
+    if plan.spec is None:
         return "Baseline (no cache)"
-    spec, settings = args.cache_plan
-    return spec.title(settings)
+    if list(plan.parts) == [None]:
+        return plan.spec.title(plan.parts[None])
+    return "; ".join(f"{part}-noise expert: {plan.spec.title(settings)}" for part, settings in plan.parts.items())
 
 
 def report_path(video_path: str) -> str:
@@ -196,14 +235,20 @@ def print_report(title: str, report: dict, entry: str, total_seconds: float) -> 
     print(f"  {entry} time: {report[f'{entry}_seconds']:.2f} s   total time: {total_seconds:.2f} s")
 
 
-def write_calibration(path: str, recorder: MagnitudeRecorder, described: dict) -> None:
-    """Add this run's measurements to the --calibrate file."""
-    previous = None
-    if os.path.exists(path):
-        previous = read_json_setting(path, "--calibrate")
-    calibration = merge_calibration(previous, recorder)
+def write_calibration(path: str, recorders: Dict[Optional[str], MagnitudeRecorder], described: dict) -> None:
+    """Add this run's measurements to the --calibrate file (one entry per part, where the
+    pipeline has parts)."""
+    previous = read_json_setting(path, "--calibrate") if os.path.exists(path) else None
+    if list(recorders) == [None]:
+        calibration = merge_calibration(previous, recorders[None])
+        videos = calibration["videos"]
+    else:
+        experts = {part: merge_calibration((previous or {}).get("experts", {}).get(part), recorder)
+                   for part, recorder in recorders.items()}
+        calibration = {"experts": experts}
+        videos = next(iter(experts.values()))["videos"]
     write_json(path, {**described, **calibration}, overwrite=True)
-    print(f"  calibration ({calibration['videos']} video(s)): {path}")
+    print(f"  calibration ({videos} video(s)): {path}")
 
 
 def write_reports(videos: Sequence[str], args, report: dict) -> None:

@@ -1,8 +1,7 @@
 """Wan2.1 (https://github.com/Wan-Video/Wan2.1): every pipeline (WanT2V, WanI2V, WanFLF2V,
-WanVace) calls its DiT twice per step, conditional first, then unconditional, as
-``model(x_list, t=..., **kw) -> list of fp32``; ``generate(..., sampling_steps=...)`` makes one
-video. The DiT loops ``for block in self.blocks: x = block(x, **kwargs)`` (``kwargs["e"]`` is
-the projected time embedding e0). Published constants for the peer methods live here.
+WanVace) has one DiT, ``pipe.model``, called as every Wan DiT is (easycache.adapters.wan);
+``generate(..., sampling_steps=...)`` makes one video. Published constants for the peer methods
+live here.
 """
 
 import inspect
@@ -14,12 +13,10 @@ from easycache.policies.deltacache import DeltaCachePolicy
 from easycache.policies.easycache import EasyCachePolicy
 from easycache.policies.magcache import MagCachePolicy
 from easycache.policies.teacache import TeaCachePolicy
-from easycache.runtime.blocks import BlockLayout
-from easycache.runtime.model import ModelIO
+from easycache.adapters.wan import WAN_BRANCHES, WAN_IO, wan_block_layout
 from easycache.runtime.pipeline import PipelineCache, check_not_enabled, wrap_model
 from easycache.runtime.session import Session
 
-WAN_BRANCHES = ("cond", "uncond")
 WAN_PIPELINES = ("WanT2V", "WanI2V", "WanFLF2V", "WanVace")
 # Wan2.1's defaults for each policy where they differ from the policy's own
 WAN21_DEFAULTS = {"easycache": {"threshold": 0.05, "warmup_steps": 10}, "uniform": {"warmup_steps": 10}}
@@ -46,26 +43,6 @@ def wan_teacache_coefficients(task: str, size: str, use_ret_steps: bool):
     else:
         model = {"t2v-1.3B": "t2v-1.3B", "t2v-14B": "t2v-14B", "t2i-14B": "t2v-14B"}.get(task)
     return WAN21_TEACACHE_COEFFICIENTS.get((model, use_ret_steps))
-
-
-WAN_IO = ModelIO(inputs_of=lambda args, kwargs: list(args[0] if args else kwargs["x"]),
-                 outputs_of=lambda output: output,
-                 make_output=lambda tensors, args, kwargs: tensors)
-
-
-def wan_block_layout(dit) -> BlockLayout:
-    """The block loop of a WanModel; TeaCache's indicator is the time embedding e (captured as
-    the model computes it: under FSDP its weights exist only inside the forward), or the
-    projection e0 the blocks receive."""
-    def time_embedding(hooks):
-        captured = {}
-        hooks.append(dit.time_embedding.register_forward_hook(
-            lambda module, inputs, output: captured.__setitem__("e", output)))
-        return lambda block_args, block_kwargs: [captured["e"]]
-    return BlockLayout(lists=[dit.blocks], names=["blocks"], indicators={
-        "modulated": time_embedding,
-        "modulated-projected": lambda hooks: lambda block_args, block_kwargs: [block_kwargs["e"]],
-    })
 
 
 def wan_video_steps(arguments: dict):

@@ -125,13 +125,27 @@ class SettingError(ValueError):
 class Context:
     """What a policy's ``prepare`` may ask of the host and the run: the number of steps and
     CFG branches, the flag that sets a setting (``flag_of("num_steps")``: the host's step-count
-    flag), and the host's published constants (``published(policy, setting, settings)``, which
-    raises SettingError naming what is missing)."""
+    flag), the host's published constants (``published(policy, setting, settings)``, which
+    raises SettingError naming what is missing), and, where one video is served by several
+    models (Wan2.2's experts), which ``part`` these settings are for: its steps are
+    ``num_steps``, and a calibration file holds one entry per part."""
 
     num_steps: int
     branches: int
     flag_of: Callable[[str], str]
     published: Callable[[str, str, dict], Any]
+    part: Optional[str] = None
+
+    def calibration(self, path: str, flag: str) -> dict:
+        """A --calibrate file's entry for these settings (its part's, where it has parts)."""
+        data = read_json_setting(path, flag)
+        if "experts" not in data:
+            if self.part is not None:
+                raise SettingError(f"{path} was calibrated without experts; calibrate this model with --calibrate")
+            return data
+        if self.part not in data["experts"]:
+            raise SettingError(f"{path} holds no calibration for {self.part or 'a single model'}")
+        return data["experts"][self.part]
 
 
 @dataclass(frozen=True)

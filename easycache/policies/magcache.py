@@ -13,7 +13,7 @@ independently, as published.
 from typing import List, Sequence
 
 from easycache.policies.base import (Agree, Context, Decision, Flag, Policy, PolicySpec, SettingError, at_least,
-                                     finite_at_least, fraction, read_json_setting, register)
+                                     finite_at_least, fraction, register)
 
 
 def nearest_resample(values: Sequence[float], length: int) -> List[float]:
@@ -89,7 +89,7 @@ def prepare_magcache(settings: dict, context: Context) -> dict:
         raise SettingError(f"--cache magcache needs {flag} FILE: record one with --calibrate FILE")
     ratios = path
     if isinstance(path, str):
-        ratios = read_json_setting(path, flag).get("magcache_ratios")
+        ratios = context.calibration(path, flag).get("magcache_ratios")
         if not isinstance(ratios, list) or not ratios or len(ratios) % context.branches:
             raise SettingError(f"{path} holds no magcache_ratios list for {context.branches} CFG branch(es)")
     return dict(settings, ratios=ratios, branches=context.branches)

@@ -17,7 +17,7 @@ from typing import List, Optional, Sequence
 import torch
 
 from easycache.policies.base import (Agree, Context, Decision, Flag, Policy, PolicySpec, SettingError, Tensors,
-                                     accumulate, finite_at_least, read_json_setting, register, relative_l1)
+                                     accumulate, finite_at_least, register, relative_l1)
 
 
 def polyval(coefficients: Sequence[float], value: float) -> float:
@@ -77,10 +77,10 @@ class TeaCachePolicy(Policy):
         return Decision(step, compute, reason, None, eps, self.accumulated)
 
 
-def parse_coefficients(value, use_ret_steps: bool, flag: str) -> List[float]:
+def parse_coefficients(value, use_ret_steps: bool, flag: str, context: Context) -> List[float]:
     """A comma-separated polynomial, or the fit in a --calibrate file."""
     if os.path.isfile(value):
-        calibration = read_json_setting(value, flag)
+        calibration = context.calibration(value, flag)
         if not calibration.get("teacache_coefficients"):
             raise SettingError(f"{value} holds no TeaCache fit (record one with --calibrate on 6 or more steps)")
         if bool(calibration.get("teacache_use_ret_steps")) != use_ret_steps:
@@ -97,7 +97,8 @@ def prepare_teacache(settings: dict, context: Context) -> dict:
     if coefficients is None:
         coefficients = context.published("teacache", "coefficients", settings)
     elif isinstance(coefficients, str):
-        coefficients = parse_coefficients(coefficients, settings["use_ret_steps"], context.flag_of("coefficients"))
+        coefficients = parse_coefficients(coefficients, settings["use_ret_steps"], context.flag_of("coefficients"),
+                                          context)
     return dict(settings, coefficients=list(coefficients))
 
 
