@@ -202,13 +202,27 @@ class SettingError(ValueError):
 class Context:
     """What a policy's ``prepare`` may ask of the host and the run: the number of steps and
     CFG branches, the flag that sets a setting (``flag_of("num_steps")``: the host's step-count
-    flag), and the host's published constants (``published(policy, setting, settings)``, which
-    raises SettingError naming what is missing)."""
+    flag), the host's published constants (``published(policy, setting, settings)``, which
+    raises SettingError naming what is missing), and, where one video is served by several
+    models (Wan2.2's experts), which ``part`` these settings are for: its steps are
+    ``num_steps``, and a calibration file holds one entry per part."""
 
     num_steps: int
     branches: int
     flag_of: Callable[[str], str]
     published: Callable[[str, str, dict], Any]
+    part: Optional[str] = None
+
+    def calibration(self, path: str, flag: str) -> dict:
+        """A --calibrate file's entry for these settings (its part's, where it has parts)."""
+        data = read_json_setting(path, flag)
+        if "experts" not in data:
+            if self.part is not None:
+                raise SettingError(f"{path} was calibrated without experts; calibrate this model with --calibrate")
+            return data
+        if self.part not in data["experts"]:
+            raise SettingError(f"{path} holds no calibration for {self.part or 'a single model'}")
+        return data["experts"][self.part]
 
 
 @dataclass(frozen=True)
@@ -767,7 +781,7 @@ def prepare_magcache(settings: dict, context: Context) -> dict:
         raise SettingError(f"--cache magcache needs {flag} FILE: record one with --calibrate FILE")
     ratios = path
     if isinstance(path, str):
-        ratios = read_json_setting(path, flag).get("magcache_ratios")
+        ratios = context.calibration(path, flag).get("magcache_ratios")
         if not isinstance(ratios, list) or not ratios or len(ratios) % context.branches:
             raise SettingError(f"{path} holds no magcache_ratios list for {context.branches} CFG branch(es)")
     return dict(settings, ratios=ratios, branches=context.branches)
@@ -867,10 +881,10 @@ class TeaCachePolicy(Policy):
         return Decision(step, compute, reason, None, eps, self.accumulated)
 
 
-def parse_coefficients(value, use_ret_steps: bool, flag: str) -> List[float]:
+def parse_coefficients(value, use_ret_steps: bool, flag: str, context: Context) -> List[float]:
     """A comma-separated polynomial, or the fit in a --calibrate file."""
     if os.path.isfile(value):
-        calibration = read_json_setting(value, flag)
+        calibration = context.calibration(value, flag)
         if not calibration.get("teacache_coefficients"):
             raise SettingError(f"{value} holds no TeaCache fit (record one with --calibrate on 6 or more steps)")
         if bool(calibration.get("teacache_use_ret_steps")) != use_ret_steps:
@@ -887,7 +901,8 @@ def prepare_teacache(settings: dict, context: Context) -> dict:
     if coefficients is None:
         coefficients = context.published("teacache", "coefficients", settings)
     elif isinstance(coefficients, str):
-        coefficients = parse_coefficients(coefficients, settings["use_ret_steps"], context.flag_of("coefficients"))
+        coefficients = parse_coefficients(coefficients, settings["use_ret_steps"], context.flag_of("coefficients"),
+                                          context)
     return dict(settings, coefficients=list(coefficients))
 
 
@@ -988,7 +1003,7 @@ class Session:
         self.dit_seconds = 0.0
         self.blocks_run = self.blocks_total = 0
         self.warnings: List[str] = []
-        self.running = True
+        self.agreement = None  # (world size, whether every rank took the same decisions), once ended
 
     def next_call(self):
         """(step, branch) of the call about to run."""
@@ -1007,16 +1022,22 @@ class Session:
             self.blocks_run += blocks[0]
             self.blocks_total += blocks[1]
 
-    def end(self, no_call_hint: str) -> None:
-        """The pipeline returned: a video during which no call reached the cache is an error
-        the report carries (the caller says what to do about it)."""
-        self.running = False
+    def end(self, no_call_hint: str, collective: bool = True) -> None:
+        """The pipeline returned: a video during which no call reached the cache is an error the
+        report carries (the caller says what to do about it). Whether the ranks agreed is
+        settled here, while the process group surely exists (Wan2.2's generate.py destroys it
+        before returning); a collective, unless the video failed on this rank."""
         if not self.rows:
             self.warnings.append(f"the cache saw no DiT call during this video: {no_call_hint}")
+        if collective:
+            self.agreement = self._agreement()
+
+    def _agreement(self):
+        return distributed_world(), same_on_all_ranks([r["computed"] for r in self.rows])
 
     def report(self) -> dict:
-        """Counts, timings and the per-call record of the last video. A collective under
-        torch.distributed: call it on every rank."""
+        """Counts, timings and the per-call record of the last video (a collective under
+        torch.distributed when asked before the video ended)."""
         rows = self.rows
         computed = sum(r["computed"] for r in rows)
         report = {
@@ -1034,9 +1055,9 @@ class Session:
         modules = list(dict.fromkeys(r["module"] for r in rows if "module" in r))
         if modules:
             report["modules"] = {name: per_module(rows, name) for name in modules}
-        report.update(world_size=distributed_world(),
-                      ranks_agree=same_on_all_ranks([r["computed"] for r in rows]),
-                      warnings=list(self.warnings), calls=[dict(r) for r in rows])
+        world_size, ranks_agree = self.agreement or self._agreement()
+        report.update(world_size=world_size, ranks_agree=ranks_agree, warnings=list(self.warnings),
+                      calls=[dict(r) for r in rows])
         return report
 
 
@@ -1079,7 +1100,8 @@ class CachedForward:
     """Replaces ``module.forward`` on the instance with a cached one driven by ``policy``
     (None: every call runs; still counted and timed, for a baseline). The module serves the
     steps ``[first_step, first_step + num_steps)`` of each video (all of them, unless several
-    modules share it); its policy counts steps from ``first_step``."""
+    modules share it: Wan2.2's experts); its policy counts steps from ``first_step``. A call
+    outside those steps means the host switched modules elsewhere than predicted: an error."""
 
     def __init__(self, module: torch.nn.Module, policy: Optional[Policy], session: Session, io: ModelIO,
                  name: Optional[str] = None):
@@ -1115,7 +1137,7 @@ class CachedForward:
             result, computed, decision, blocks = self.inner_forward(*args, **kwargs), True, None, None
         else:
             local = step - self.first_step
-            if self.num_steps and not 0 <= local < self.num_steps:
+            if self.session.num_steps and not 0 <= local < self.num_steps:
                 raise RuntimeError(f"{self.name or 'the DiT'} was called at step {step}, outside its steps "
                                    f"{self.first_step}..{self.first_step + self.num_steps - 1}")
             result, computed, decision, blocks = self._cached_call(local, branch, x, args, kwargs)
@@ -1369,20 +1391,28 @@ class PipelineCache:
             wrapper.start_video(*ranges[name])
         started = time.perf_counter()
         try:
-            return self.inner_entry(*args, **kwargs)
-        finally:
+            result = self.inner_entry(*args, **kwargs)
+        except BaseException:
             self.entry_seconds = time.perf_counter() - started
+            self.session.end(NOT_ENGAGED, collective=False)  # the other ranks may not get here
+            raise
+        self.entry_seconds = time.perf_counter() - started
+        with self.collective_device():
             self.session.end(NOT_ENGAGED)
-            for warning in self.session.warnings:
-                print(f"easycache: warning: {warning}", file=sys.stderr)
+        for warning in self.session.warnings:
+            print(f"easycache: warning: {warning}", file=sys.stderr)
+        return result
+
+    def collective_device(self):
+        """The context collectives run in (HunyuanVideo: the rank's CUDA device)."""
+        return contextlib.nullcontext()
 
     @property
     def policies(self) -> Dict[Optional[str], Optional[Policy]]:
         return {name: wrapper.policy for name, wrapper in self.wrappers.items()}
 
     def report(self, allow_warnings: bool = False) -> dict:
-        """The last video's report. A collective under torch.distributed: call it on every rank.
-        Raises NoCallSeen when the cache saw no DiT call, unless ``allow_warnings`` (the report
+        """The last video's report. Raises NoCallSeen when the cache saw no DiT call, unless ``allow_warnings`` (the report
         then lists the problem under "warnings")."""
         report = {"cache": self.method}
         settings = {name: policy.settings for name, policy in self.policies.items() if policy is not None}
@@ -1390,7 +1420,8 @@ class PipelineCache:
             report.update(settings[None])
         elif settings:
             report["settings"] = settings
-        report.update(self.session.report(), **{f"{self.entry}_seconds": self.entry_seconds})
+        with self.collective_device():
+            report.update(self.session.report(), **{f"{self.entry}_seconds": self.entry_seconds})
         if report["warnings"] and not allow_warnings:
             raise NoCallSeen("; ".join(report["warnings"]))
         return report
@@ -1492,13 +1523,12 @@ class HunyuanCache(PipelineCache):
         self.io = io
         super().__init__(*args, **kwargs)
 
-    def report(self, allow_warnings: bool = False) -> dict:
+    def collective_device(self):
         device = self.io.output_device
         # NCCL gathers on the current device; the upstream engine never sets it per rank
-        on_device = (torch.cuda.device(device) if device is not None and device.type == "cuda"
-                     else contextlib.nullcontext())
-        with on_device:
-            return super().report(allow_warnings)
+        if device is not None and device.type == "cuda":
+            return torch.cuda.device(device)
+        return contextlib.nullcontext()
 
 
 def enable_cache(sampler, policy=None, **settings) -> HunyuanCache:
@@ -1725,8 +1755,11 @@ class CliHost:
     ``steps_flag``: the host's step-count flag. ``omitted``: per policy, settings the host offers
     no flag for. ``extra_flags``: per policy, the host's own flags (block profiles).
     ``published(policy, setting, settings, args)``: a published constant, or SettingError.
-    ``finish(policy, settings, args)``: the host's last word on the settings (block profiles
-    to segments). ``levels``: the policy levels the script offers."""
+    ``finish(policy, settings, args)``: the host's last word on the settings (block profiles).
+    ``levels``: the policy levels the script offers. Where one video is served by several
+    models (Wan2.2's experts), ``parts_of(args)`` gives each part's step count ({None: steps}
+    for one model) and ``part_flags`` per policy the flags that set a setting for one part only
+    (``(part, Flag)``, default None: the shared flag's value)."""
 
     name: str
     branches: Tuple[str, ...]
@@ -1738,6 +1771,9 @@ class CliHost:
     published: Optional[Callable[[str, str, dict, argparse.Namespace], Any]] = None
     finish: Optional[Callable[[str, dict, argparse.Namespace], dict]] = None
     levels: Tuple[str, ...] = ("model", "blocks")
+    parts_of: Optional[Callable[[argparse.Namespace], Dict[Optional[str], int]]] = None
+    part_flags: Dict[str, Tuple[Tuple[str, Flag], ...]] = field(default_factory=dict)
+    default_notes: Dict[str, Dict[str, str]] = field(default_factory=dict)  # a default not a value (per task)
 
     def options(self, name: str) -> List[str]:
         """The option strings of a flag named ``name`` (snake case)."""
@@ -1748,8 +1784,10 @@ class CliHost:
         return [spec for spec in REGISTRY.values() if spec.make.level in self.levels]
 
     def flags(self, spec: PolicySpec) -> List[Flag]:
+        """The policy's flags on this host: its own (less the omitted), the host's, the per-part ones."""
         omitted = self.omitted.get(spec.name, frozenset())
-        return [f for f in spec.flags if f.setting not in omitted] + list(self.extra_flags.get(spec.name, ()))
+        return ([f for f in spec.flags if f.setting not in omitted] + list(self.extra_flags.get(spec.name, ()))
+                + [flag for _, flag in self.part_flags.get(spec.name, ())])
 
 
 def add_cache_flags(parser: argparse.ArgumentParser, host: CliHost, calibration: bool = True) -> None:
@@ -1770,14 +1808,27 @@ def add_cache_flags(parser: argparse.ArgumentParser, host: CliHost, calibration:
     for spec in offered:
         target = group if spec.name == DEFAULT_POLICY else parser.add_argument_group(f"with --cache {spec.name}")
         defaults = host.defaults.get(spec.name, {})
+        per_part = {flag.name for _, flag in host.part_flags.get(spec.name, ())}  # their help says their default
+        notes = host.default_notes.get(spec.name, {})
         for flag in host.flags(spec):
-            default = defaults.get(flag.setting, flag.default)
+            options = host.options(flag.name)
             if flag.switch:
-                target.add_argument(*host.options(flag.name), dest=flag.name, action="store_true", help=flag.help)
-            else:
-                shown = f" (default: {default})" if default is not None else ""
-                target.add_argument(*host.options(flag.name), dest=flag.name, type=flag.type, default=default,
-                                    help=flag.help + shown)
+                target.add_argument(*options, dest=flag.name, action="store_true", help=flag.help)
+                continue
+            default = flag.default if flag.name in per_part else defaults.get(flag.setting, flag.default)
+            shown = None if flag.name in per_part else notes.get(flag.setting, default)
+            target.add_argument(*options, dest=flag.name, type=flag.type, default=default,
+                                help=flag.help + (f" (default: {shown})" if shown is not None else ""))
+
+
+@dataclass(frozen=True)
+class CachePlan:
+    """What the cache flags ask for, settled before any model loads: ``spec`` the policy (None:
+    the baseline, or the calibration run), ``parts`` its settings per part of the pipeline (the
+    part None for a pipeline with one model; Wan2.2 A14B: "high" and "low")."""
+
+    spec: Optional[PolicySpec]
+    parts: Dict[Optional[str], Optional[dict]]
 
 
 def check_cache_flags(args: argparse.Namespace, host: CliHost, fail: Callable[[str], None]) -> None:
@@ -1791,38 +1842,48 @@ def check_cache_flags(args: argparse.Namespace, host: CliHost, fail: Callable[[s
 
 
 def policy_from_args(args: argparse.Namespace, host: CliHost, num_steps: int, fail: Callable[[str], None]) -> None:
-    """Turn the chosen policy's flags into its settings, before any model loads: sets
-    ``args.cache_plan`` to (spec, settings), or None for the baseline and the calibration run
-    (``args.cache`` then reads "calibrate")."""
-    args.cache_plan = None
+    """Turn the chosen policy's flags into its settings, before any model loads, as
+    ``args.cache_plan`` (a CachePlan; ``args.cache`` reads "calibrate" for the calibration run)."""
+    parts = host.parts_of(args) if host.parts_of is not None else {None: num_steps}
+    args.cache_plan = CachePlan(None, {part: None for part in parts})
     if getattr(args, "calibrate", None) is not None:
-        check_calibration_file(args, host, num_steps, fail)
+        check_calibration_file(args, host, parts, fail)
         return
     if args.cache == "none":
         return
     spec = REGISTRY[args.cache]
     flags = {f.setting: f for f in spec.flags + tuple(host.extra_flags.get(spec.name, ()))}
     offered = {f.setting for f in host.flags(spec)}
-    settings = {s: getattr(args, f.name) if s in offered else f.default for s, f in flags.items()}
+    shared = {s: getattr(args, f.name) if s in offered else f.default for s, f in flags.items()}
+    plan = {}
+    for part, steps in parts.items():
+        settings, part_flag = dict(shared), dict(flags)
+        for owner, flag in host.part_flags.get(spec.name, ()):
+            if owner == part and getattr(args, flag.name) is not None:
+                settings[flag.setting], part_flag[flag.setting] = getattr(args, flag.name), flag
 
-    def flag_of(setting):
-        return host.steps_flag if setting == "num_steps" else host.options(flags[setting].name)[0]
+        def flag_of(setting, part=part, part_flag=part_flag):
+            if setting == "num_steps":
+                return host.steps_flag if part is None else f"the {part}-noise expert's steps"
+            return host.options(part_flag[setting].name)[0]
 
-    def published(policy, setting, current):
-        if host.published is None:
-            raise SettingError(f"{host.name} has no published {setting} for --cache {policy}; pass {flag_of(setting)}")
-        return host.published(policy, setting, current, args)
-    try:
-        if spec.prepare is not None:
-            settings = spec.prepare(settings, Context(num_steps, len(host.branches), flag_of, published))
-        if host.finish is not None:
-            settings = host.finish(spec.name, settings, args)
-    except SettingError as error:
-        fail(str(error))
-    args.cache_plan = (spec, settings)
+        def published(policy, setting, current):
+            if host.published is None:
+                raise SettingError(f"{host.name} has no published {setting} for --cache {policy}; pass "
+                                   f"{host.options(flags[setting].name)[0]}")
+            return host.published(policy, setting, current, args)
+        try:
+            if spec.prepare is not None:
+                settings = spec.prepare(settings, Context(steps, len(host.branches), flag_of, published, part))
+            if host.finish is not None:
+                settings = host.finish(spec.name, settings, args)
+        except SettingError as error:
+            fail(str(error))
+        plan[part] = settings
+    args.cache_plan = CachePlan(spec, plan)
 
 
-def check_calibration_file(args, host: CliHost, num_steps: int, fail) -> None:
+def check_calibration_file(args, host: CliHost, parts: Dict[Optional[str], int], fail) -> None:
     if args.cache != DEFAULT_POLICY:
         fail("--calibrate runs without a cache; drop --cache")
     args.cache = "calibrate"
@@ -1831,27 +1892,35 @@ def check_calibration_file(args, host: CliHost, num_steps: int, fail) -> None:
             previous = read_json_setting(args.calibrate, "--calibrate")
         except SettingError as error:
             fail(str(error))
-        if len(previous.get("magcache_ratios", [])) != len(host.branches) * num_steps:
-            fail(f"{args.calibrate} was calibrated for another step count; use another file")
+        entries = previous.get("experts", {None: previous})
+        if set(entries) != set(parts) or any(len(entries[part].get("magcache_ratios", [])) != len(host.branches) * steps
+                                             for part, steps in parts.items()):
+            fail(f"{args.calibrate} was calibrated for another step count or model; use another file")
 
 
 def policy_of(args, host: CliHost):
-    """A fresh policy for one pipeline, as the command line asked (None: the baseline)."""
+    """Fresh policies for one pipeline, as the command line asked: one, or one per part (None:
+    the baseline)."""
+    plan = args.cache_plan
     if args.cache == "calibrate":
-        return MagnitudeRecorder(len(host.branches), use_ret_steps=getattr(args, "use_ret_steps", False))
-    if args.cache_plan is None:
+        policies = {part: MagnitudeRecorder(len(host.branches), getattr(args, "use_ret_steps", False))
+                    for part in plan.parts}
+    elif plan.spec is None:
         return None
-    spec, settings = args.cache_plan
-    return spec.make(**settings)
+    else:
+        policies = {part: plan.spec.make(**settings) for part, settings in plan.parts.items()}
+    return policies[None] if list(policies) == [None] else policies
 
 
 def cache_title(args) -> str:
+    plan = args.cache_plan
     if args.cache == "calibrate":
         return "Calibration run (no cache)"
-    if args.cache_plan is None:
+    if plan.spec is None:
         return "Baseline (no cache)"
-    spec, settings = args.cache_plan
-    return spec.title(settings)
+    if list(plan.parts) == [None]:
+        return plan.spec.title(plan.parts[None])
+    return "; ".join(f"{part}-noise expert: {plan.spec.title(settings)}" for part, settings in plan.parts.items())
 
 
 def report_path(video_path: str) -> str:
@@ -1869,14 +1938,20 @@ def print_report(title: str, report: dict, entry: str, total_seconds: float) -> 
     print(f"  {entry} time: {report[f'{entry}_seconds']:.2f} s   total time: {total_seconds:.2f} s")
 
 
-def write_calibration(path: str, recorder: MagnitudeRecorder, described: dict) -> None:
-    """Add this run's measurements to the --calibrate file."""
-    previous = None
-    if os.path.exists(path):
-        previous = read_json_setting(path, "--calibrate")
-    calibration = merge_calibration(previous, recorder)
+def write_calibration(path: str, recorders: Dict[Optional[str], MagnitudeRecorder], described: dict) -> None:
+    """Add this run's measurements to the --calibrate file (one entry per part, where the
+    pipeline has parts)."""
+    previous = read_json_setting(path, "--calibrate") if os.path.exists(path) else None
+    if list(recorders) == [None]:
+        calibration = merge_calibration(previous, recorders[None])
+        videos = calibration["videos"]
+    else:
+        experts = {part: merge_calibration((previous or {}).get("experts", {}).get(part), recorder)
+                   for part, recorder in recorders.items()}
+        calibration = {"experts": experts}
+        videos = next(iter(experts.values()))["videos"]
     write_json(path, {**described, **calibration}, overwrite=True)
-    print(f"  calibration ({calibration['videos']} video(s)): {path}")
+    print(f"  calibration ({videos} video(s)): {path}")
 
 
 def write_reports(videos: Sequence[str], args, report: dict) -> None:

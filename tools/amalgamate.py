@@ -24,7 +24,10 @@ from typing import Dict, List
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PACKAGE = "easycache"
 MANIFEST = {
-    "wan2_1/easycache_generate.py": ["easycache/adapters/wan21.py", "easycache/cli.py", "easycache/policies/*.py"],
+    "wan2_1/easycache_generate.py": ["easycache/adapters/wan21.py", "easycache/adapters/wan_cli.py",
+                                     "easycache/policies/*.py"],
+    "wan2_2/easycache_generate.py": ["easycache/adapters/wan22.py", "easycache/adapters/wan_cli.py",
+                                     "easycache/policies/*.py"],
     "hunyuanvideo/easycache_sample_video.py": ["easycache/adapters/hunyuanvideo_cli.py", "easycache/policies/*.py"],
     "hunyuanvideo/hyvideo_svg_easycache.py": ["easycache/adapters/hunyuanvideo_cli.py", "easycache/policies/*.py"],
 }
