@@ -12,8 +12,10 @@ import torch
 TESTS = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(TESTS)
 WAN21_STANDIN = os.path.join(TESTS, "standins", "wan21")
+WAN22_STANDIN = os.path.join(TESTS, "standins", "wan22")
 HUNYUAN_STANDIN = os.path.join(TESTS, "standins", "hunyuanvideo")
 WAN21_SCRIPT = os.path.join(ROOT, "wan2_1", "easycache_generate.py")
+WAN22_SCRIPT = os.path.join(ROOT, "wan2_2", "easycache_generate.py")
 HUNYUAN_SCRIPT = os.path.join(ROOT, "hunyuanvideo", "easycache_sample_video.py")
 SVG_SCRIPT = os.path.join(ROOT, "hunyuanvideo", "hyvideo_svg_easycache.py")
 

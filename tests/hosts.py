@@ -3,6 +3,7 @@ pipeline, make one video, and see what reached the DiT. A new adapter joins the 
 adding a Host here."""
 
 import copy
+import importlib
 import os
 import sys
 import tempfile
@@ -10,7 +11,7 @@ import tempfile
 import pytest
 import torch
 
-from helpers import HUNYUAN_STANDIN, ROOT, WAN21_STANDIN
+from helpers import HUNYUAN_STANDIN, ROOT, WAN21_STANDIN, WAN22_STANDIN
 
 
 def import_standin(root):
@@ -37,21 +38,22 @@ class Host:
         """One video's final latents."""
         raise NotImplementedError
 
-    def dit(self, pipe):
-        """The module whose forward the cache wraps."""
+    def dits(self, pipe):
+        """The modules whose forward the cache wraps, by the cache's name for them (None: the one)."""
         raise NotImplementedError
 
     def block_lists(self, pipe):
-        raise NotImplementedError
+        return [getattr(dit, "module", dit).blocks for dit in self.dits(pipe).values()]
 
     def enable(self, pipe, policy=None, **settings):
         return self.adapter.enable_cache(pipe, policy, **settings)
 
     def count_dit_calls(self, pipe):
-        """A list that grows by one per call reaching the DiT's own forward (whatever it is now)."""
-        calls, module = [], self.dit(pipe)
-        inner = module.forward
-        module.forward = lambda *a, **k: calls.append(1) or inner(*a, **k)
+        """A list that grows by the DiT's name per call reaching its own forward (whatever it is now)."""
+        calls = []
+        for name, module in self.dits(pipe).items():
+            inner = module.forward
+            module.forward = lambda *a, inner=inner, name=name, **k: calls.append(name) or inner(*a, **k)
         return calls
 
     def count_block_runs(self, pipe):
@@ -87,11 +89,8 @@ class Wan21(Host):
                       offload_model=False)
         return pipe.latents[0].clone()
 
-    def dit(self, pipe):
-        return pipe.model
-
-    def block_lists(self, pipe):
-        return [getattr(pipe.model, "module", pipe.model).blocks]
+    def dits(self, pipe):
+        return {None: pipe.model}
 
 
 class HunyuanVideo(Host):
@@ -129,8 +128,8 @@ class HunyuanVideo(Host):
         assert out["samples"].shape == (1, 3, 5, 64, 64)
         return sampler.pipeline.last_latents.clone()
 
-    def dit(self, sampler):
-        return sampler.pipeline.transformer
+    def dits(self, sampler):
+        return {None: sampler.pipeline.transformer}
 
     def block_lists(self, sampler):
         return [sampler.pipeline.transformer.double_blocks, sampler.pipeline.transformer.single_blocks]
@@ -170,3 +169,75 @@ def required_settings(host, spec):
 
 def torch_equal(a, b):
     return a.shape == b.shape and torch.equal(a, b)
+
+
+def import_checkout(root, names=("wan", "generate")):
+    """A stand-in checkout's ``generate`` imported beside another one's (Wan2.1's and Wan2.2's are
+    both ``wan`` and ``generate``): imported with its root first on the path, then its modules
+    taken out of sys.modules again, the ones there before put back. Its code keeps working: it
+    holds its modules, not their names."""
+    def ours(name):
+        return any(name == n or name.startswith(n + ".") for n in names)
+    saved = {name: module for name, module in sys.modules.items() if ours(name)}
+    for name in saved:
+        del sys.modules[name]
+    sys.path.insert(0, root)
+    try:
+        return importlib.import_module("generate")
+    finally:
+        sys.path.remove(root)
+        for name in [n for n in sys.modules if ours(n)]:
+            del sys.modules[name]
+        sys.modules.update(saved)
+
+
+class Wan22(Wan21):
+    """Wan2.2 on its stand-in: T2V-A14B's two experts (12 steps: 8 on the high-noise expert, 4 on
+    the low-noise one), each with its own cache; both branches per step."""
+
+    name, parallel, task, pipeline = "wan22-t2v-A14B", True, "t2v-A14B", "WanT2V"
+
+    @property
+    def adapter(self):
+        from easycache.adapters import wan22
+        return wan22
+
+    @property
+    def generate(self):
+        if not hasattr(type(self), "_generate"):
+            type(self)._generate = import_checkout(WAN22_STANDIN)
+        return type(self)._generate
+
+    def make(self, **kwargs):
+        gen = self.generate
+        kwargs = {"device_id": 0, "rank": 0, **kwargs}
+        return getattr(gen.wan, self.pipeline)(config=gen.WAN_CONFIGS[self.task],
+                                                checkpoint_dir=tempfile.gettempdir(), **kwargs)
+
+    def make_parallel(self, rank):
+        return self.make(rank=rank, dit_fsdp=True, use_sp=True)
+
+    def video(self, pipe, seed=0, steps=None, prompt="a red ball rolls"):
+        pipe.generate(prompt, size=self.generate.SIZE_CONFIGS["1280*720"], frame_num=5, seed=seed, shift=12.0,
+                      sampling_steps=steps or self.steps, offload_model=True)
+        return pipe.latents[0].clone()
+
+    def dits(self, pipe):
+        return {"high": pipe.high_noise_model, "low": pipe.low_noise_model}
+
+
+class Wan22TI2V(Wan22):
+    """Wan2.2 TI2V-5B on its stand-in: one model fed a per-token timestep."""
+
+    name, task, pipeline = "wan22-ti2v-5B", "ti2v-5B", "WanTI2V"
+
+    def video(self, pipe, seed=0, steps=None, prompt="a red ball rolls"):
+        pipe.generate(prompt, size=self.generate.SIZE_CONFIGS["1280*704"], frame_num=5, seed=seed,
+                      sampling_steps=steps or self.steps, offload_model=True)
+        return pipe.latents[0].clone()
+
+    def dits(self, pipe):
+        return {None: pipe.model}
+
+
+HOSTS += [Wan22(), Wan22TI2V()]

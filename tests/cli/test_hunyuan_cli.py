@@ -206,16 +206,16 @@ def parse_peer(hy_script, sample_video, argv, capsys):
 def test_peer_flags_and_published_defaults(sample_video, hy_script, small, capsys):
     from easycache.adapters.hunyuanvideo import HUNYUAN_TEACACHE_COEFFICIENTS
     args, _ = parse_peer(hy_script, sample_video, [*small, "--cache", "teacache"], capsys)
-    spec, settings = args.cache_plan
+    spec, settings = args.cache_plan.spec, args.cache_plan.parts[None]
     assert settings["threshold"] == 0.1 and settings["coefficients"] == list(HUNYUAN_TEACACHE_COEFFICIENTS)
     args, _ = parse_peer(hy_script, sample_video, [*small, "--cache", "deltacache"], capsys)
-    settings = args.cache_plan[1]
+    settings = args.cache_plan.parts[None]
     assert settings["cached"] == {"double": list(range(6, 20)), "single": list(HUNYUAN_SINGLE_CACHED)}
     assert settings["stack_refresh_steps"] == {"single": list(HUNYUAN_SINGLE_REFRESH_STEPS)}
     assert settings["warmup_steps"] == settings["interval"] == 6
     args, _ = parse_peer(hy_script, sample_video, [*small, "--cache", "teacache", "--teacache_coefficients", "1,0"],
                          capsys)
-    assert args.cache_plan[1]["coefficients"] == [1.0, 0.0]
+    assert args.cache_plan.parts[None]["coefficients"] == [1.0, 0.0]
     defaults = hy_script.parse_args(sample_video, small)
     assert (defaults.magcache_thresh, defaults.magcache_K, defaults.retention_ratio) == (0.24, 6, 0.2)
     assert defaults.uniform_warmup == 5 and "--use-ret-steps" not in hy_script.upstream_parser(

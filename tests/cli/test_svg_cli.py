@@ -251,7 +251,7 @@ def test_svg_offers_the_whole_model_policies_only(svg_script, svg_standin, capsy
             "--model-base", str(svg_standin), "--dit-weight", str(svg_standin / "dit.pt"), "--output_path",
             str(svg_standin / "v.mp4"), "--pattern", "dense"]
     args = svg_script.parse_args(svg_script.SVG("svg.models.hyvideo"), [*argv, "--cache", "uniform"])
-    assert args.cache_plan[0].name == "uniform" and args.cache_plan[1]["warmup_steps"] == 5
+    assert args.cache_plan.spec.name == "uniform" and args.cache_plan.parts[None]["warmup_steps"] == 5
     with pytest.raises(SystemExit):
         svg_script.parse_args(svg_script.SVG("svg.models.hyvideo"), [*argv, "--cache", "teacache"])
     assert "invalid choice: 'teacache'" in capsys.readouterr().err

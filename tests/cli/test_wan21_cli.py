@@ -218,7 +218,7 @@ def test_magcache_without_ratios_is_one_line(tmp_path):
 def test_cli_deltacache_run_and_its_errors(tmp_path):
     result = run_cli(["--cache", "deltacache"], tmp_path)
     assert result.returncode == 2 and result.stderr.strip().endswith(
-        "no published delta-cache profile for --task t2v-1.3B (only t2v-14B); pass --delta_foreground with "
+        "no published delta-cache profile for --task t2v-1.3B (only Wan2.1 t2v-14B); pass --delta_foreground with "
         "the blocks that must always run")
     result = run_cli(["--cache", "deltacache", "--delta_foreground", "5"], tmp_path)
     assert result.returncode == 2 and "must lie in 0..1 for --task t2v-1.3B" in result.stderr

@@ -94,13 +94,14 @@ def test_state_resets_per_video(host, baseline, name):
 def test_disable_restores_the_pipeline(host, baseline, name):
     pipe = host.make()
     host.video(pipe, seed=1)  # whatever a video leaves on the pipeline, it leaves before the cache too
-    module, lists = host.dit(pipe), host.block_lists(pipe)
-    before = {"module": dict(module.__dict__), "pipe": set(vars(pipe)), "classes": [type(b) for b in lists]}
+    modules, lists = host.dits(pipe), host.block_lists(pipe)
+    before = {"forwards": {n: m.__dict__.get("forward") for n, m in modules.items()}, "pipe": set(vars(pipe)),
+              "classes": [type(b) for b in lists]}
     cache = host.enable(pipe, name, **(settings(host, name, "eager") if name else {}))
     host.video(pipe, seed=1)
     cache.disable()
     assert set(vars(pipe)) - {"_easycache"} == before["pipe"] - {"_easycache"}
-    assert module.__dict__.get("forward") is before["module"].get("forward")
+    assert {n: m.__dict__.get("forward") for n, m in modules.items()} == before["forwards"]
     assert [type(b) for b in lists] == before["classes"]
     assert all("_segment_runners" not in b.__dict__ for b in lists)
     assert torch.equal(host.video(pipe), baseline[0])
@@ -125,7 +126,8 @@ def test_a_forward_replaced_after_enabling_makes_the_report_an_error(host, name,
     pipe = host.make()
     cache = host.enable(pipe, name, **settings(host, name, "eager"))
     # e.g. a sequence-parallel forward bound after the cache was enabled: no call reaches the cache
-    host.dit(pipe).forward = cache.wrappers[None].inner_forward
+    for name, module in host.dits(pipe).items():
+        module.forward = cache.wrappers[name].inner_forward
     host.video(pipe)
     assert "the cache saw no DiT call during this video" in capsys.readouterr().err
     with pytest.raises(NoCallSeen, match="enable the cache after the pipeline is fully built"):
@@ -143,4 +145,4 @@ def test_the_calibration_run_is_bitwise_the_baseline(host, baseline):
     assert report["cache"] == "calibrate"
     assert report["dit_calls_computed"] == report["dit_calls_total"] == host.steps * host.branches
     assert report["blocks_run"] == report["blocks_total"] == len(blocks)
-    assert len(cache.policies[None].ratios) == host.steps * host.branches
+    assert sum(len(p.ratios) for p in cache.policies.values()) == host.steps * host.branches

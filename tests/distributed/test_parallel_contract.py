@@ -1,5 +1,5 @@
-"""The contract under the hosts' own multi-process paths, two gloo ranks: Wan2.1's FSDP + sequence
-parallel, HunyuanVideo's xDiT sequence parallel. For every registered policy (eager settings) and
+"""The contract under the hosts' own multi-process paths, two gloo ranks: Wan2.1's and Wan2.2's FSDP +
+sequence parallel (each Wan2.2 expert wrapped and sharded), HunyuanVideo's xDiT sequence parallel. For every registered policy (eager settings) and
 the calibration run, both ranks take the same decision at every call, the report says so, what
 reached the DiT equals the report, and where the parallelism is real (HunyuanVideo's stand-in
 shards the tokens) the decisions equal those of one process."""
@@ -38,7 +38,8 @@ def run_every_policy(host, make):
 def rank_main(rank, host_name):
     host = next(h for h in HOSTS if h.name == host_name)
     parallel = host.make_parallel(rank)
-    assert "forward" in host.dit(parallel).__dict__ or type(host.dit(parallel)).__name__ == "FullyShardedDataParallel"
+    for dit in host.dits(parallel).values():  # the host's own parallel forward, bound on the instance, or FSDP
+        assert "forward" in dit.__dict__ or type(dit).__name__ == "FullyShardedDataParallel"
     return run_every_policy(host, lambda: host.make_parallel(rank))
 
 
