@@ -42,6 +42,7 @@ import sys
 # modules: easycache/policies/base.py, easycache/policies/calibration.py, easycache/policies/deltacache.py, easycache/policies/easycache.py, easycache/policies/magcache.py, easycache/policies/teacache.py, easycache/runtime/distributed.py, easycache/runtime/session.py, easycache/runtime/model.py, easycache/runtime/blocks.py, easycache/adapters/wan.py, easycache/runtime/pipeline.py, easycache/adapters/wan21.py, easycache/outputs.py, easycache/runtime/report.py, easycache/cli.py, easycache/adapters/wan_cli.py, easycache/policies/uniform.py
 import argparse
 import contextlib
+import copy
 import functools
 import importlib
 import inspect
@@ -256,6 +257,22 @@ def make_policy(policy, host_defaults: Optional[Dict[str, dict]] = None, **setti
         return policy
     settings = complete_settings(policy, host_defaults, **settings)
     return REGISTRY[policy].make(**settings)
+
+
+def make_policies(policy, parts: Sequence[Optional[str]], host_defaults: Optional[Dict[str, dict]] = None,
+                  per_part: Optional[Dict[str, dict]] = None, **settings) -> Dict[Optional[str], Optional[Policy]]:
+    """One policy per part of a pipeline (Wan2.2's experts), never shared: a dict gives each part
+    its own, a Policy is copied for each, a registered name makes one each from its settings
+    (``per_part``: overrides for one part), None is the baseline for all."""
+    if isinstance(policy, dict):
+        missing = set(parts) - set(policy)
+        if missing:
+            raise ValueError(f"no policy for {sorted(missing)}")
+        return {part: policy[part] for part in parts}
+    if isinstance(policy, Policy):
+        return {part: copy.deepcopy(policy) for part in parts}
+    return {part: make_policy(policy, host_defaults, **{**settings, **(per_part or {}).get(part, {})})
+            for part in parts}
 
 
 def complete_settings(name: str, host_defaults: Optional[Dict[str, dict]] = None, **settings) -> dict:
@@ -1094,21 +1111,25 @@ class CachedForward:
     outside those steps means the host switched modules elsewhere than predicted: an error."""
 
     def __init__(self, module: torch.nn.Module, policy: Optional[Policy], session: Session, io: ModelIO,
-                 name: Optional[str] = None):
+                 name: Optional[str] = None, inner_forward: Optional[Callable] = None):
+        """``inner_forward``: given, the caller (a diffusers hook) routes calls to ``call`` and
+        runs the model through it, and the module's forward is left alone."""
         if getattr(module, "_easycache", None) is not None:
             raise RuntimeError("a cache is already enabled on this model; call disable() first")
         self.module, self.policy, self.session, self.io, self.name = module, policy, session, io, name
+        self.installed = inner_forward is None
         self._had_instance_forward = "forward" in module.__dict__
-        self.inner_forward = module.forward
-        module.forward = self._forward
+        self.inner_forward = module.forward if self.installed else inner_forward
+        if self.installed:
+            module.forward = self._forward
         module._easycache = self
         self.start_video(0, 0)
 
     def disable(self) -> None:
         """Give the module back the forward it had before."""
-        if self._had_instance_forward:
+        if self.installed and self._had_instance_forward:
             self.module.forward = self.inner_forward
-        else:
+        elif self.installed:
             del self.module.forward
         self.module._easycache = None
 
@@ -1119,8 +1140,12 @@ class CachedForward:
             self.policy.start_video(num_steps)
 
     def _forward(self, *args, **kwargs):
-        x = self.io.inputs_of(args, kwargs)
         step, branch = self.session.next_call()
+        return self.call(step, branch, args, kwargs)
+
+    def call(self, step: int, branch: int, args: tuple, kwargs: dict):
+        """One DiT call at (step, branch) of the video: run it, or reuse."""
+        x = self.io.inputs_of(args, kwargs)
         _synchronize(x)
         started = time.perf_counter()
         if self.policy is None:
@@ -1225,8 +1250,8 @@ class CachedBlockStack(CachedForward):
     tokens (dim 1), so a span over HunyuanVideo's image stream and its merged image+text
     stream measures the image tokens. A call is reported computed when every block ran."""
 
-    def __init__(self, module, policy, session, io, layout: BlockLayout, name=None):
-        super().__init__(module, policy, session, io, name)
+    def __init__(self, module, policy, session, io, layout: BlockLayout, name=None, inner_forward=None):
+        super().__init__(module, policy, session, io, name, inner_forward)
         self.lists = list(layout.lists)
         self.carried = list(layout.carried) if layout.carried is not None else [1] * len(self.lists)
         self.num_blocks = sum(len(b) for b in self.lists)
@@ -1370,11 +1395,12 @@ NOT_ENGAGED = ("the model's forward was replaced after the cache was enabled (e.
 
 
 def wrap_model(module, policy: Optional[Policy], session: Session, io: ModelIO, layout: Callable[[], BlockLayout],
-               name: Optional[str] = None) -> CachedForward:
-    """The wrapper the policy's level asks for; ``layout()`` is only asked for block-level ones."""
+               name: Optional[str] = None, inner_forward: Optional[Callable] = None) -> CachedForward:
+    """The wrapper the policy's level asks for; ``layout()`` is only asked for block-level ones.
+    ``inner_forward``: see CachedForward."""
     if policy is not None and policy.level == "blocks":
-        return CachedBlockStack(module, policy, session, io, layout(), name)
-    return CachedForward(module, policy, session, io, name)
+        return CachedBlockStack(module, policy, session, io, layout(), name, inner_forward)
+    return CachedForward(module, policy, session, io, name, inner_forward)
 
 
 def check_not_enabled(pipe) -> None:

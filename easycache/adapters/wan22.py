@@ -8,12 +8,11 @@ one DiT, ``pipe.model``, fed a per-token timestep. Calls, branches and block loo
 Wan DiT's (easycache.adapters.wan).
 """
 
-import copy
 import inspect
 from typing import Dict, Optional, Union
 
 from easycache.adapters.wan import WAN_BRANCHES, WAN_IO, wan_block_layout
-from easycache.policies.base import Policy, make_policy
+from easycache.policies.base import Policy, make_policies
 from easycache.policies.calibration import MagnitudeRecorder
 from easycache.policies.easycache import EasyCachePolicy
 from easycache.runtime.pipeline import PipelineCache, check_not_enabled, wrap_model
@@ -79,21 +78,6 @@ def _single_steps_of(arguments):
     return steps, {None: (0, steps)}
 
 
-def _per_expert(policy, experts, settings) -> Dict[Optional[str], Optional[Policy]]:
-    """One policy per expert, never shared: a name makes one each (per-expert settings as
-    ``{"high": {...}, "low": {...}}`` under ``settings["per_expert"]``), a Policy is copied, a
-    dict gives each its own."""
-    if isinstance(policy, dict):
-        missing = set(experts) - set(policy)
-        if missing:
-            raise ValueError(f"no policy for expert(s) {sorted(missing)}")
-        return {name: policy[name] for name in experts}
-    per_expert = settings.pop("per_expert", {})
-    if isinstance(policy, Policy):
-        return {name: copy.deepcopy(policy) for name in experts}
-    return {name: make_policy(policy, WAN22_DEFAULTS, **settings, **per_expert.get(name, {})) for name in experts}
-
-
 def enable_cache(pipe, policy: Union[None, str, Policy, dict] = None, **settings) -> PipelineCache:
     """Enable a cache on a pipeline built by Wan2.2 (WanT2V, WanI2V: two experts; WanTI2V).
 
@@ -114,7 +98,7 @@ def enable_cache(pipe, policy: Union[None, str, Policy, dict] = None, **settings
         steps_of = _experts_steps_of(pipe)
     else:
         modules, steps_of = {None: pipe.model}, _single_steps_of
-    policies = _per_expert(policy, list(modules), dict(settings))
+    policies = make_policies(policy, list(modules), WAN22_DEFAULTS, **settings)
     names = {p.name for p in policies.values() if p is not None}
     method = names.pop() if len(names) == 1 else ("none" if not names else "mixed")
 

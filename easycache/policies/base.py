@@ -10,6 +10,7 @@ and then, for each cached part (the whole model, or a segment of blocks), either
 place. ``key`` is always ``(branch, segment)``; whole-model caching has one segment, 0.
 """
 
+import copy
 import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
@@ -189,6 +190,22 @@ def make_policy(policy, host_defaults: Optional[Dict[str, dict]] = None, **setti
         return policy
     settings = complete_settings(policy, host_defaults, **settings)
     return REGISTRY[policy].make(**settings)
+
+
+def make_policies(policy, parts: Sequence[Optional[str]], host_defaults: Optional[Dict[str, dict]] = None,
+                  per_part: Optional[Dict[str, dict]] = None, **settings) -> Dict[Optional[str], Optional[Policy]]:
+    """One policy per part of a pipeline (Wan2.2's experts), never shared: a dict gives each part
+    its own, a Policy is copied for each, a registered name makes one each from its settings
+    (``per_part``: overrides for one part), None is the baseline for all."""
+    if isinstance(policy, dict):
+        missing = set(parts) - set(policy)
+        if missing:
+            raise ValueError(f"no policy for {sorted(missing)}")
+        return {part: policy[part] for part in parts}
+    if isinstance(policy, Policy):
+        return {part: copy.deepcopy(policy) for part in parts}
+    return {part: make_policy(policy, host_defaults, **{**settings, **(per_part or {}).get(part, {})})
+            for part in parts}
 
 
 def complete_settings(name: str, host_defaults: Optional[Dict[str, dict]] = None, **settings) -> dict:

@@ -61,8 +61,8 @@ class CachedBlockStack(CachedForward):
     tokens (dim 1), so a span over HunyuanVideo's image stream and its merged image+text
     stream measures the image tokens. A call is reported computed when every block ran."""
 
-    def __init__(self, module, policy, session, io, layout: BlockLayout, name=None):
-        super().__init__(module, policy, session, io, name)
+    def __init__(self, module, policy, session, io, layout: BlockLayout, name=None, inner_forward=None):
+        super().__init__(module, policy, session, io, name, inner_forward)
         self.lists = list(layout.lists)
         self.carried = list(layout.carried) if layout.carried is not None else [1] * len(self.lists)
         self.num_blocks = sum(len(b) for b in self.lists)

@@ -38,21 +38,25 @@ class CachedForward:
     outside those steps means the host switched modules elsewhere than predicted: an error."""
 
     def __init__(self, module: torch.nn.Module, policy: Optional[Policy], session: Session, io: ModelIO,
-                 name: Optional[str] = None):
+                 name: Optional[str] = None, inner_forward: Optional[Callable] = None):
+        """``inner_forward``: given, the caller (a diffusers hook) routes calls to ``call`` and
+        runs the model through it, and the module's forward is left alone."""
         if getattr(module, "_easycache", None) is not None:
             raise RuntimeError("a cache is already enabled on this model; call disable() first")
         self.module, self.policy, self.session, self.io, self.name = module, policy, session, io, name
+        self.installed = inner_forward is None
         self._had_instance_forward = "forward" in module.__dict__
-        self.inner_forward = module.forward
-        module.forward = self._forward
+        self.inner_forward = module.forward if self.installed else inner_forward
+        if self.installed:
+            module.forward = self._forward
         module._easycache = self
         self.start_video(0, 0)
 
     def disable(self) -> None:
         """Give the module back the forward it had before."""
-        if self._had_instance_forward:
+        if self.installed and self._had_instance_forward:
             self.module.forward = self.inner_forward
-        else:
+        elif self.installed:
             del self.module.forward
         self.module._easycache = None
 
@@ -63,8 +67,12 @@ class CachedForward:
             self.policy.start_video(num_steps)
 
     def _forward(self, *args, **kwargs):
-        x = self.io.inputs_of(args, kwargs)
         step, branch = self.session.next_call()
+        return self.call(step, branch, args, kwargs)
+
+    def call(self, step: int, branch: int, args: tuple, kwargs: dict):
+        """One DiT call at (step, branch) of the video: run it, or reuse."""
+        x = self.io.inputs_of(args, kwargs)
         _synchronize(x)
         started = time.perf_counter()
         if self.policy is None:

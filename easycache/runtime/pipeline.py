@@ -18,11 +18,12 @@ NOT_ENGAGED = ("the model's forward was replaced after the cache was enabled (e.
 
 
 def wrap_model(module, policy: Optional[Policy], session: Session, io: ModelIO, layout: Callable[[], BlockLayout],
-               name: Optional[str] = None) -> CachedForward:
-    """The wrapper the policy's level asks for; ``layout()`` is only asked for block-level ones."""
+               name: Optional[str] = None, inner_forward: Optional[Callable] = None) -> CachedForward:
+    """The wrapper the policy's level asks for; ``layout()`` is only asked for block-level ones.
+    ``inner_forward``: see CachedForward."""
     if policy is not None and policy.level == "blocks":
-        return CachedBlockStack(module, policy, session, io, layout(), name)
-    return CachedForward(module, policy, session, io, name)
+        return CachedBlockStack(module, policy, session, io, layout(), name, inner_forward)
+    return CachedForward(module, policy, session, io, name, inner_forward)
 
 
 def check_not_enabled(pipe) -> None:
