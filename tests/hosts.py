@@ -23,6 +23,7 @@ class Host:
     name = ""
     branches = 1
     steps = 12
+    parallel_levels = ("model", "blocks")  # the policy levels its parallel path supports
 
     parallel = False  # whether the host has a multi-process path to test
 
@@ -241,3 +242,128 @@ class Wan22TI2V(Wan22):
 
 
 HOSTS += [Wan22(), Wan22TI2V()]
+
+
+def cpu_context_parallel(transformer) -> None:
+    """``transformer.enable_parallelism`` with diffusers' real context-parallel hooks over gloo on
+    CPUs: diffusers sizes its device from the accelerator count (none here: one is claimed) and
+    builds its mesh on that device type (a CPU mesh is given)."""
+    from diffusers import ContextParallelConfig
+    from torch.distributed.device_mesh import init_device_mesh
+    torch.accelerator.device_count = lambda: 1
+    mesh = init_device_mesh("cpu", (1, 2), mesh_dim_names=("ring", "ulysses"))
+    transformer.enable_parallelism(config=ContextParallelConfig(ulysses_degree=2, mesh=mesh))
+
+
+class DiffusersWan(Host):
+    """diffusers' WanPipeline (Wan 2.1) with a tiny random WanTransformer3DModel built from a config
+    (no download): cond and uncond calls in cache contexts that give the step index."""
+
+    name, branches, parallel = "diffusers-wan", 2, True
+    parallel_levels = ("model",)  # context parallelism splits inside the first block
+    two_experts = False
+
+    @property
+    def adapter(self):
+        from easycache.adapters import diffusers
+        return diffusers
+
+    @staticmethod
+    def transformer(seed=0, in_channels=16, **extra):
+        from diffusers import WanTransformer3DModel
+        with torch.random.fork_rng():
+            torch.manual_seed(seed)
+            return WanTransformer3DModel(patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=12,
+                                         in_channels=in_channels, out_channels=16, text_dim=32, freq_dim=256,
+                                         ffn_dim=32, num_layers=2, cross_attn_norm=True,
+                                         qk_norm="rms_norm_across_heads", rope_max_seq_len=32, **extra).eval()
+
+    @staticmethod
+    def vae():
+        from diffusers import AutoencoderKLWan
+        with torch.random.fork_rng():
+            torch.manual_seed(0)
+            return AutoencoderKLWan(base_dim=3, z_dim=16, dim_mult=[1, 1, 1, 1], num_res_blocks=1,
+                                    temperal_downsample=[False, True, True]).eval()
+
+    def make(self):
+        from diffusers import FlowMatchEulerDiscreteScheduler, WanPipeline
+        extra = dict(transformer_2=self.transformer(1), boundary_ratio=0.875) if self.two_experts else {}
+        return WanPipeline(tokenizer=None, text_encoder=None, transformer=self.transformer(), vae=self.vae(),
+                           scheduler=FlowMatchEulerDiscreteScheduler(shift=5.0), **extra)
+
+    def embeds(self, seed):
+        g = torch.Generator().manual_seed(1000 + seed)
+        return dict(prompt_embeds=torch.randn(1, 8, 32, generator=g), negative_prompt_embeds=torch.randn(1, 8, 32, generator=g))
+
+    def make_parallel(self, rank):
+        """diffusers' own context parallelism (Ulysses over the two ranks), enabled before the cache."""
+        pipe = self.make()
+        for transformer in self.dits(pipe).values():
+            cpu_context_parallel(transformer)
+        return pipe
+
+    def video(self, pipe, seed=0, steps=None):
+        # 32 x 32 pixels, 9 frames: 3 x 4 latent tokens, which split over two ranks
+        return pipe(**self.embeds(seed), height=32, width=32, num_frames=9, num_inference_steps=steps or self.steps,
+                    guidance_scale=5.0, generator=torch.Generator().manual_seed(seed), output_type="latent").frames
+
+    def dits(self, pipe):
+        return {"high": pipe.transformer, "low": pipe.transformer_2} if self.two_experts else {None: pipe.transformer}
+
+
+class DiffusersWan22(DiffusersWan):
+    """diffusers' WanPipeline with Wan 2.2's two transformers (boundary_ratio 0.875): the global
+    step index keeps counting across the switch."""
+
+    name, two_experts = "diffusers-wan22", True
+
+
+class DiffusersHunyuan(Host):
+    """diffusers' HunyuanVideoPipeline with true CFG (a negative prompt and true_cfg_scale > 1): cond
+    and uncond calls in cache contexts that give only their name."""
+
+    name, branches, parallel = "diffusers-hunyuanvideo", 2, False
+
+    @property
+    def adapter(self):
+        from easycache.adapters import diffusers
+        return diffusers
+
+    def make(self):
+        from diffusers import AutoencoderKLHunyuanVideo, FlowMatchEulerDiscreteScheduler, HunyuanVideoPipeline
+        from diffusers import HunyuanVideoTransformer3DModel
+        with torch.random.fork_rng():
+            torch.manual_seed(0)
+            transformer = HunyuanVideoTransformer3DModel(
+                in_channels=4, out_channels=4, num_attention_heads=2, attention_head_dim=10, num_layers=2,
+                num_single_layers=2, num_refiner_layers=1, patch_size=1, patch_size_t=1, guidance_embeds=True,
+                text_embed_dim=16, pooled_projection_dim=8, rope_axes_dim=(2, 4, 4)).eval()
+            vae = AutoencoderKLHunyuanVideo(
+                in_channels=3, out_channels=3, latent_channels=4, down_block_types=("HunyuanVideoDownBlock3D",) * 4,
+                up_block_types=("HunyuanVideoUpBlock3D",) * 4, block_out_channels=(8, 8, 8, 8), layers_per_block=1,
+                act_fn="silu", norm_num_groups=4, scaling_factor=0.476986, spatial_compression_ratio=8,
+                temporal_compression_ratio=4, mid_block_add_attention=True).eval()
+        return HunyuanVideoPipeline(text_encoder=None, tokenizer=None, transformer=transformer, vae=vae,
+                                    scheduler=FlowMatchEulerDiscreteScheduler(shift=7.0), text_encoder_2=None,
+                                    tokenizer_2=None)
+
+    def video(self, pipe, seed=0, steps=None, true_cfg=True):
+        g = torch.Generator().manual_seed(2000 + seed)
+        cond = dict(prompt_embeds=torch.randn(1, 6, 16, generator=g), pooled_prompt_embeds=torch.randn(1, 8, generator=g),
+                    prompt_attention_mask=torch.ones(1, 6, dtype=torch.long))
+        uncond = dict(negative_prompt_embeds=torch.randn(1, 6, 16, generator=g),
+                      negative_pooled_prompt_embeds=torch.randn(1, 8, generator=g),
+                      negative_prompt_attention_mask=torch.ones(1, 6, dtype=torch.long)) if true_cfg else {}
+        return pipe(**cond, **uncond, true_cfg_scale=4.0 if true_cfg else 1.0, guidance_scale=6.0, height=16,
+                    width=16, num_frames=9, num_inference_steps=steps or self.steps,
+                    generator=torch.Generator().manual_seed(seed), output_type="latent").frames
+
+    def dits(self, pipe):
+        return {None: pipe.transformer}
+
+    def block_lists(self, pipe):
+        return [pipe.transformer.transformer_blocks, pipe.transformer.single_transformer_blocks]
+
+
+HOSTS += [DiffusersWan(), DiffusersWan22(), DiffusersHunyuan()]

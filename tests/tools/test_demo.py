@@ -35,3 +35,17 @@ def test_benchmark_runs_end_to_end(tmp_path):
     for row in results["rows"]:
         assert 0 < row["computed_share"] <= 1 and row["ideal_speedup"] >= 1
     assert (tmp_path / "results.md").exists()
+
+
+def test_diffusers_demo_runs_end_to_end():
+    out = run("demo_diffusers.py", "--seed", "0", "--steps", "10", "--ret_steps", "3", "--thresh", "0.2")
+    assert "transformer calls" in out and "PSNR" in out and "wall clock" in out
+    computed, total = out.split("transformer calls ")[1].split()[0].split("/")
+    assert int(computed) < int(total) == 20
+
+
+def test_demo_refuses_bad_numbers_in_one_line():
+    result = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "demo_diffusers.py"), "--thresh", "nan"],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and result.stderr.strip().splitlines()[-1].endswith(
+        "error: --thresh must be a number >= 0, got nan")
