@@ -1,8 +1,14 @@
 #!/usr/bin/env bash
-# The main job on a CPU-only machine with no weights: sets up .venv, then runs the Wan2.1
-# drop-in script baseline vs EasyCache on a tiny stand-in model and compares the videos.
-# Flags go to tools/demo.py (--prompt, --seed, --steps, --thresh, ...).
+# The main job on a CPU-only machine with no weights: sets up .venv, then baseline vs EasyCache on
+# the tinywan text-to-video model through the Wan2.1 adapter, and compares the videos.
+# ./demo.sh --diffusers runs the diffusers integration on a small WanPipeline instead.
+# Other flags go to the demo (--prompt/--seed, --steps, --thresh, --ret_steps, ...).
 set -euo pipefail
 cd "$(dirname "$0")"
 tools/setup_env.sh
-OMP_NUM_THREADS=1 .venv/bin/python tools/demo.py "$@"
+demo=tools/demo.py
+if [ "${1:-}" = "--diffusers" ]; then
+  demo=tools/demo_diffusers.py
+  shift
+fi
+OMP_NUM_THREADS=1 .venv/bin/python "$demo" "$@"
