@@ -4,6 +4,7 @@ unrelated `easycache` on the package index, with diffusers as an optional extra;
 own, the diffusers integration imports and every policy is registered."""
 
 import os
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -12,8 +13,15 @@ from helpers import ROOT
 
 
 def test_the_wheel_installs_the_library_alone(tmp_path):
+    source = tmp_path / "source"  # a copy: building writes build/ and *.egg-info beside the sources
+    source.mkdir()
+    for name in ("pyproject.toml", "README.md", "LICENSE"):
+        shutil.copy(os.path.join(ROOT, name), source)
+    shutil.copytree(os.path.join(ROOT, "easycache"), source / "easycache",
+                    ignore=shutil.ignore_patterns("__pycache__"))
     build = subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
-                            "--wheel-dir", str(tmp_path / "dist"), ROOT], capture_output=True, text=True, timeout=300)
+                            "--wheel-dir", str(tmp_path / "dist"), str(source)], capture_output=True, text=True,
+                           timeout=300)
     assert build.returncode == 0, build.stderr[-2000:]
     (wheel,) = (tmp_path / "dist").iterdir()
     assert wheel.name.startswith("easycache_video-")
