@@ -12,13 +12,17 @@ import json
 import os
 import signal
 import threading
-from typing import Callable, TypeVar
+from typing import Callable, Optional, TypeVar
 
 Result = TypeVar("Result")
 
 
 class OutputError(OSError):
     """An output that could not be written, or would overwrite an existing file."""
+
+
+class InvalidOutput(OutputError):
+    """An output not written because what it would hold is invalid (NaN or Inf)."""
 
 
 def temporary_path(final_path: str) -> str:
@@ -44,6 +48,34 @@ def _sigterm_raises():
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def folder_problem(folder: str) -> Optional[str]:
+    """Why files cannot be written into ``folder`` (or its nearest existing parent, where it will
+    be created), or None; tried with a real file, as permissions alone do not tell (read-only
+    file systems, root)."""
+    folder = os.path.abspath(folder or ".")
+    existing = folder
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        return f"{existing} is not a folder"
+    probe = os.path.join(existing, f".easycache-write-test-{os.getpid()}")
+    try:
+        with open(probe, "w"):
+            pass
+        os.remove(probe)
+    except OSError as error:
+        return f"cannot write in {existing} ({error.strerror})"
+    return None
+
+
+def same_file(a, b) -> bool:
+    """Whether two paths name one existing file (an output over an input)."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
 
 
 def atomic_write(final_path, write: Callable[[str], Result], overwrite: bool = False) -> Result:

@@ -16,6 +16,7 @@ from easycache.metrics.decode import frame_files, probe_video, video_files
 from easycache.metrics.folders import FolderMetrics, compare_folders
 from easycache.metrics.lpips import LPIPS_BACKBONES, resolve_lpips
 from easycache.metrics.report import format_folders, format_pair
+from easycache.outputs import folder_problem
 from easycache.metrics.writers import CSV_COLUMNS, require_matplotlib, write_csv, write_json, write_plot
 
 
@@ -63,22 +64,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", metavar="PATH", help="write all results (incl. per-frame values) as JSON")
     p.add_argument("--csv", metavar="PATH", help="write per-frame and per-video rows as CSV")
     p.add_argument("--plot", metavar="PATH", help="write a PNG plot of per-frame PSNR/SSIM/LPIPS (needs matplotlib)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an existing --json/--csv/--plot file (default: refuse; an input is never replaced)")
     p.add_argument("--per_frame", action="store_true", help="also print the per-frame table")
     p.add_argument("--no_progress", action="store_true", help="no progress bar")
     return p
 
 
-def _check_output_path(path: Optional[str], flag: str) -> None:
+def _check_output_path(path: Optional[str], flag: str, inputs: Sequence[Path], overwrite: bool) -> None:
+    """Before any work: an output is a file path, never one of the inputs (nor inside an input
+    folder), replaced only with --overwrite, in a folder that can be written."""
     if not path:
         return
     p = Path(path)
     if p.is_dir():
         raise VideoMetricsError(f"{flag} {path} is a folder, expected a file path")
-    parent = p.parent
-    while not parent.exists() and parent != parent.parent:
-        parent = parent.parent
-    if not os.access(parent, os.W_OK):
-        raise VideoMetricsError(f"{flag} {path}: folder {parent} is not writable")
+    for source in inputs:
+        if source.exists() and (p.resolve() == source.resolve() or source.resolve() in p.resolve().parents):
+            raise VideoMetricsError(f"{flag} {path} would write over the input {source}; choose another path")
+    if p.exists() and not overwrite:
+        raise VideoMetricsError(f"{flag} {path} exists; pass --overwrite to replace it")
+    problem = folder_problem(str(p.parent))
+    if problem:
+        raise VideoMetricsError(f"{flag} {path}: {problem}")
 
 
 def _err(msg: str) -> None:
@@ -103,8 +111,12 @@ def _run(args) -> int:
         raise VideoMetricsError("--chunk_frames must be >= 1")
     align = args.align or ["none"]
     trim, resize = parse_align(align)
+    outputs = [getattr(args, flag) for flag in ("json", "csv", "plot") if getattr(args, flag)]
+    if len({Path(o).resolve() for o in outputs}) < len(outputs):
+        raise VideoMetricsError(f"--json, --csv and --plot must name different files, got {' '.join(outputs)}")
     for flag in ("json", "csv", "plot"):
-        _check_output_path(getattr(args, flag), "--" + flag)
+        _check_output_path(getattr(args, flag), "--" + flag, [Path(args.original), Path(args.generated)],
+                           args.overwrite)
     if args.plot:
         require_matplotlib()
     a, b = Path(args.original), Path(args.generated)
@@ -169,13 +181,13 @@ def _run(args) -> int:
 
     written = []
     if args.json:
-        write_json(args.json, result, settings)
+        write_json(args.json, result, settings, overwrite=args.overwrite)
         written.append(args.json)
     if args.csv:
-        write_csv(args.csv, result)
+        write_csv(args.csv, result, overwrite=args.overwrite)
         written.append(args.csv)
     if args.plot:
-        write_plot(args.plot, result)
+        write_plot(args.plot, result, overwrite=args.overwrite)
         written.append(args.plot)
     if written:
         print("wrote: " + ", ".join(written))

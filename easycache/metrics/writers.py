@@ -45,8 +45,7 @@ def _csv_num(v) -> str:
 
 
 def _make_folder(path: Union[str, os.PathLike]) -> None:
-    """Outputs may name a folder that does not exist yet. Existing files are replaced
-    (``overwrite=True`` below), as this tool always did."""
+    """Outputs may name a folder that does not exist yet."""
     Path(path).parent.mkdir(parents=True, exist_ok=True)
 
 
@@ -98,14 +97,15 @@ def _csv_rows(result: Union[VideoMetrics, FolderMetrics]) -> List[List[str]]:
     return rows
 
 
-def write_json(path: Union[str, os.PathLike], result, settings: Optional[Dict[str, Any]] = None) -> None:
+def write_json(path: Union[str, os.PathLike], result, settings: Optional[Dict[str, Any]] = None,
+               overwrite: bool = True) -> None:
     doc = _json_document(result, settings or {})
     text = json.dumps(doc, indent=2, allow_nan=False)
     _make_folder(path)
-    write_text(path, text + "\n", overwrite=True)
+    write_text(path, text + "\n", overwrite=overwrite)
 
 
-def write_csv(path: Union[str, os.PathLike], result) -> None:
+def write_csv(path: Union[str, os.PathLike], result, overwrite: bool = True) -> None:
     def _w(tmp_path):
         with open(tmp_path, "w", encoding="utf-8", newline="") as fh:
             w = csv.writer(fh, lineterminator="\n")
@@ -113,7 +113,7 @@ def write_csv(path: Union[str, os.PathLike], result) -> None:
             w.writerows(_csv_rows(result))
 
     _make_folder(path)
-    atomic_write(path, _w, overwrite=True)
+    atomic_write(path, _w, overwrite=overwrite)
 
 
 def require_matplotlib():
@@ -123,7 +123,7 @@ def require_matplotlib():
         raise VideoMetricsError("--plot needs matplotlib, which is not installed (pip install matplotlib)") from None
 
 
-def write_plot(path: Union[str, os.PathLike], result) -> None:
+def write_plot(path: Union[str, os.PathLike], result, overwrite: bool = True) -> None:
     """PNG with per-frame PSNR, SSIM and (when available) LPIPS curves."""
     require_matplotlib()
     import matplotlib
@@ -178,4 +178,4 @@ def write_plot(path: Union[str, os.PathLike], result) -> None:
             fh.write(buf.getvalue())
 
     _make_folder(path)
-    atomic_write(path, _w, overwrite=True)
+    atomic_write(path, _w, overwrite=overwrite)

@@ -598,3 +598,21 @@ def test_cli_plot_without_matplotlib(cli_files, tmp_path, monkeypatch, capsys):
     cap = capsys.readouterr()
     assert rc == 2 and cap.out == ""
     assert stderr_lines(cap.err) == ["video_metrics: error: --plot needs matplotlib, which is not installed (pip install matplotlib)"]
+
+
+def test_cli_replaces_an_existing_output_only_with_overwrite(cli_files, tmp_path, capsys):
+    """An existing --json is kept (one error line, nothing read or written) unless --overwrite; the
+    replaced file is complete and has the user's umask, not a temporary file's 0600."""
+    target = tmp_path / "m.json"
+    target.write_text("previous")
+    args = ["--original_video", str(cli_files["a"]), "--generated_video", str(cli_files["b"]), "--no_lpips",
+            "--no_progress", "--json", str(target)]
+    assert vm.main(args) == 2 and target.read_text() == "previous"
+    assert "pass --overwrite to replace it" in capsys.readouterr().err
+    umask = os.umask(0o022)
+    try:
+        assert vm.main(args + ["--overwrite"]) == 0
+    finally:
+        os.umask(umask)
+    assert _strict_json(target)["summary"]["n_frames"] == 8
+    assert oct(target.stat().st_mode & 0o777) == oct(0o644) and sorted(os.listdir(tmp_path)) == ["m.json"]
