@@ -1,11 +1,28 @@
 """HunyuanVideoSampler: from_pretrained(models_root, args), predict(...), and the xDiT
 parallelize_transformer that binds a sequence-parallel forward on the transformer instance,
-calling the forward it captured and gathering output["x"]. Here torch.distributed (gloo) stands
-in for xfuser."""
+calling the forward it captured and gathering output["x"].
+
+Sequence parallel runs on xDiT's real engine as HunyuanVideo's hyvideo/inference.py drives it:
+``from_pretrained`` sets up xfuser's parallel state (``init_distributed_environment``,
+``initialize_model_parallel(sequence_parallel_degree=..., ring_degree=..., ulysses_degree=...)``),
+``parallelize_transformer`` splits the latent and the RoPE tables by height (or width), puts an
+``xFuserLongContextAttention()`` in every block's ``hybrid_seq_parallel_attn`` and gathers the
+output with ``get_sp_group().all_gather``. HunyuanVideo pins xfuser 0.4.0, which does not install
+without CUDA; the stand-in runs xfuser 0.7.0, whose ``xFuserLongContextAttention`` and parallel
+state keep those interfaces.
+
+Differences, all of the stand-in: gloo where upstream opens nccl; on a machine without CUDA the
+test suite's patches that run xDiT on CPUs (tests/xdit_cpu.py) are applied before xfuser is used;
+xfuser is imported when a parallel sampler is built (upstream imports it at the top; ``xfuser``
+is a placeholder until then, None when it is not installed, as upstream has it); several
+samplers in one process share one parallel state (upstream sets it up once per run).
+"""
 
 import functools
+import importlib.util
 import os
 import random
+import sys
 import types
 from pathlib import Path
 from typing import Optional
@@ -18,21 +35,38 @@ from .diffusion import FlowMatchDiscreteScheduler, HunyuanVideoPipeline
 from .diffusion.pipelines import VAE, TextEncoder
 from .modules import load_model
 
-xfuser = types.SimpleNamespace(name="torch.distributed stand-in")  # upstream: None when not installed
+# upstream: ``import xfuser`` and these from xfuser.core.distributed at the top, None on failure
+xfuser = types.SimpleNamespace(__name__="xfuser", imported=False) if importlib.util.find_spec("xfuser") else None
+get_sequence_parallel_world_size = None
+get_sequence_parallel_rank = None
+get_sp_group = None
+initialize_model_parallel = None
+init_distributed_environment = None
+_TESTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, os.pardir, os.pardir)
 
 
-def get_sequence_parallel_world_size():
-    return dist.get_world_size()
-
-
-def get_sequence_parallel_rank():
-    return dist.get_rank()
-
-
-def all_gather(tensor, dim):
-    parts = [torch.empty_like(tensor) for _ in range(dist.get_world_size())]
-    dist.all_gather(parts, tensor.contiguous())
-    return torch.cat(parts, dim=dim)
+def _import_xfuser():
+    """Stand-in only: xfuser and its parallel-state functions into this module's namespace, after
+    tests/xdit_cpu.py's install() on a machine without CUDA."""
+    global xfuser, get_sequence_parallel_world_size, get_sequence_parallel_rank, get_sp_group
+    global initialize_model_parallel, init_distributed_environment
+    import xfuser as module
+    if not torch.cuda.is_available():
+        patches = sys.modules.get("xdit_cpu")
+        if patches is None:
+            spec = importlib.util.spec_from_file_location("xdit_cpu", os.path.join(_TESTS, "xdit_cpu.py"))
+            patches = importlib.util.module_from_spec(spec)
+            sys.modules["xdit_cpu"] = patches
+            spec.loader.exec_module(patches)
+        patches.install()
+    from xfuser.core import distributed
+    xfuser = module
+    get_sequence_parallel_world_size = distributed.get_sequence_parallel_world_size
+    get_sequence_parallel_rank = distributed.get_sequence_parallel_rank
+    get_sp_group = distributed.get_sp_group
+    initialize_model_parallel = distributed.initialize_model_parallel
+    init_distributed_environment = distributed.init_distributed_environment
+    return distributed
 
 
 def parallelize_transformer(pipe):
@@ -43,26 +77,46 @@ def parallelize_transformer(pipe):
     def new_forward(self, x, t, text_states=None, text_mask=None, text_states_2=None, freqs_cos=None,
                     freqs_sin=None, guidance=None, return_dict=True):
         world, rank = get_sequence_parallel_world_size(), get_sequence_parallel_rank()
-        if x.shape[-2] // 2 % world == 0:
-            split_dim = -2
-        elif x.shape[-1] // 2 % world == 0:
-            split_dim = -1
-        else:
+        # the latent's height, else its width, in patches of 2, must split evenly over the ranks
+        split_dim = next((dim for dim in (-2, -1) if x.shape[dim] // 2 % world == 0), None)
+        if split_dim is None:
             raise ValueError(f"Cannot split video sequence into ulysses_degree x ring_degree ({world}) parts evenly")
-        temporal_size, h, w = x.shape[2], x.shape[3] // 2, x.shape[4] // 2
+        grid = (x.shape[2], x.shape[3] // 2, x.shape[4] // 2)  # tokens per frame, row, column
         x = torch.chunk(x, world, dim=split_dim)[rank]
-        freqs = []
-        for f in (freqs_cos, freqs_sin):
-            f = f.reshape(temporal_size, h, w, f.shape[-1])
-            freqs.append(torch.chunk(f, world, dim=split_dim - 1)[rank].reshape(-1, f.shape[-1]))
+        freqs = [torch.chunk(f.reshape(*grid, f.shape[-1]), world, dim=split_dim - 1)[rank].reshape(-1, f.shape[-1])
+                 for f in (freqs_cos, freqs_sin)]
+        from xfuser.core.long_ctx_attention import xFuserLongContextAttention
         for block in transformer.double_blocks + transformer.single_blocks:
-            block.hybrid_seq_parallel_attn = functools.partial(all_gather, dim=1)
-        output = original_forward(x, t, text_states, text_mask, text_states_2, freqs[0], freqs[1], guidance,
-                                  return_dict)
-        output["x"] = all_gather(output["x"], dim=split_dim)
+            block.hybrid_seq_parallel_attn = xFuserLongContextAttention()
+        output = original_forward(x, t, text_states, text_mask, text_states_2, *freqs, guidance, return_dict)
+        output["x"] = get_sp_group().all_gather(output["x"], dim=split_dim)
         return output
 
     transformer.forward = new_forward.__get__(transformer)
+
+
+def _parallel_state(args):
+    """Upstream's set-up in from_pretrained: the process group, then xfuser's parallel state (the
+    stand-in: gloo, and a state already set up for these degrees is kept)."""
+    assert xfuser is not None, "Ulysses Attention and Ring Attention requires xfuser package."
+    assert args.use_cpu_offload is False, "Cannot enable use_cpu_offload in the distributed environment."
+    if not dist.is_initialized():
+        dist.init_process_group("gloo")
+    assert dist.get_world_size() == args.ring_degree * args.ulysses_degree, \
+        "number of GPUs should be equal to ring_degree * ulysses_degree."
+    distributed = _import_xfuser()
+    if distributed.model_parallel_is_initialized():
+        degrees = (distributed.get_ulysses_parallel_world_size(), distributed.get_ring_parallel_world_size())
+        if degrees != (args.ulysses_degree, args.ring_degree):
+            raise RuntimeError(f"xfuser's parallel state is set up for (ulysses, ring) = {degrees}, not "
+                               f"{(args.ulysses_degree, args.ring_degree)}")
+        return
+    init_distributed_environment(rank=dist.get_rank(), world_size=dist.get_world_size())
+    initialize_model_parallel(
+        sequence_parallel_degree=dist.get_world_size(),
+        ring_degree=args.ring_degree,
+        ulysses_degree=args.ulysses_degree,
+    )
 
 
 def rope_1d(dim, positions, theta):
@@ -82,12 +136,7 @@ class Inference:
     @classmethod
     def from_pretrained(cls, pretrained_model_path, args, device=None, **kwargs):
         if args.ulysses_degree > 1 or args.ring_degree > 1:
-            assert xfuser is not None, "Ulysses Attention and Ring Attention requires xfuser package."
-            assert args.use_cpu_offload is False, "Cannot enable use_cpu_offload in the distributed environment."
-            if not dist.is_initialized():
-                dist.init_process_group("gloo")
-            assert dist.get_world_size() == args.ring_degree * args.ulysses_degree, \
-                "number of GPUs should be equal to ring_degree * ulysses_degree."
+            _parallel_state(args)
         parallel_args = {"ulysses_degree": args.ulysses_degree, "ring_degree": args.ring_degree}
         torch.set_grad_enabled(False)
         with torch.random.fork_rng():

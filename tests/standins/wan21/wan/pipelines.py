@@ -2,7 +2,8 @@
 first_last_frame2video.py, vace.py), at a tiny size, for the tests.
 
 Mirrored: constructor arguments; ``self.model`` is the DiT, with the sequence-parallel
-forward bound on the instance when ``use_usp`` and wrapped in FSDP when ``dit_fsdp``;
+forward bound on the instance when ``use_usp`` (xDiT's engine: wan/distributed/xdit_context_parallel.py,
+imported only then, ``sp_size`` from xfuser's parallel state) and wrapped in FSDP when ``dit_fsdp``;
 ``generate(...)`` signatures and defaults; per step ``self.model.to(device)``, then
 ``model(x, t=timestep, **arg_c)[0]`` (conditional) and ``model(x, t=timestep,
 **arg_null)[0]`` (unconditional), CFG, a flow-matching solver step; VAE decode on rank 0.
@@ -24,7 +25,6 @@ import torch.distributed as dist
 from tqdm import tqdm
 
 from .distributed.fsdp import shard_model
-from .distributed.xdit_context_parallel import usp_attn_forward, usp_dit_forward
 from .modules.model import VaceWanModel, WanModel
 
 TEXT_LEN, TEXT_DIM, CLIP_TOKENS, CLIP_DIM = 8, 16, 4, 8
@@ -92,10 +92,18 @@ class _Pipeline:
                                           num_layers=config.num_layers, out_dim=config.z_dim, **self.model_kwargs)
         self.model.eval().requires_grad_(False)
         if use_usp:
+            # upstream: ``from xfuser.core.distributed import get_sequence_parallel_world_size``
+            from .distributed.xdit_context_parallel import (
+                get_sequence_parallel_world_size,
+                init_parallel_state,
+                usp_attn_forward,
+                usp_dit_forward,
+            )
+            init_parallel_state()  # stand-in only: a no-op when generate.py set the parallel state up
             for block in self.model.blocks:
                 block.self_attn.forward = types.MethodType(usp_attn_forward, block.self_attn)
             self.model.forward = types.MethodType(usp_dit_forward, self.model)
-            self.sp_size = dist.get_world_size()
+            self.sp_size = get_sequence_parallel_world_size()
         else:
             self.sp_size = 1
         if dist.is_initialized():

@@ -7,8 +7,8 @@ freqs_cis)``), are concatenated (video first), and go through single-stream bloc
 attention with 3D RoPE on the video tokens and adaptive modulation (``img_mod``, ``img_norm1``,
 ``modulation``, ``pre_norm``) from the timestep, the pooled text and (guidance-distilled model)
 the embedded guidance. Blocks carry a ``hybrid_seq_parallel_attn`` slot like the real ones:
-when the xDiT wrapper fills it, each rank holds a slice of the video tokens and attention
-gathers the keys and values of all ranks.
+when the xDiT wrapper fills it (with xfuser's ``xFuserLongContextAttention``), each rank holds a
+slice of the video tokens and attention is HunyuanVideo's ``parallel_attention`` (attenion.py).
 """
 
 import math
@@ -17,6 +17,8 @@ from typing import Dict, Optional, Union
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from .attenion import parallel_attention
 
 HUNYUAN_VIDEO_CONFIG = {
     "HYVideo-T/2": {"mm_double_blocks_depth": 20, "mm_single_blocks_depth": 40, "rope_dim_list": [16, 56, 56],
@@ -66,13 +68,16 @@ class ModulateDiT(nn.Module):
         return self.linear(self.act(x))
 
 
-def joint_attention(block, img_q, img_k, img_v, txt_q, txt_k, txt_v, freqs_cis, cu_seqlens_q):
+def joint_attention(block, img_q, img_k, img_v, txt_q, txt_k, txt_v, freqs_cis, cu_seqlens_q, cu_seqlens_kv):
     """Video tokens (RoPE) then text tokens attend jointly; padded text keys are masked. Under
-    xDiT each rank holds a slice of the video tokens and gathers every rank's keys and values."""
+    xDiT (``block.hybrid_seq_parallel_attn`` set) each rank holds a slice of the video tokens and
+    HunyuanVideo's ``parallel_attention`` runs xfuser's attention over them."""
     if freqs_cis is not None:
         img_q, img_k = apply_rope(img_q, *freqs_cis), apply_rope(img_k, *freqs_cis)
-    if block.hybrid_seq_parallel_attn is not None:
-        img_k, img_v = block.hybrid_seq_parallel_attn(img_k), block.hybrid_seq_parallel_attn(img_v)
+    if block.hybrid_seq_parallel_attn:
+        q, k, v = (torch.cat(pair, 1) for pair in ((img_q, txt_q), (img_k, txt_k), (img_v, txt_v)))
+        return parallel_attention(block.hybrid_seq_parallel_attn, q, k, v, img_q_len=img_q.shape[1],
+                                  img_kv_len=img_k.shape[1], cu_seqlens_q=cu_seqlens_q, cu_seqlens_kv=cu_seqlens_kv)
     b, local_len, txt_len = img_q.shape[0], img_q.shape[1], txt_q.shape[1]
     seq_len = local_len + txt_len
     valid_text = torch.stack([cu_seqlens_q[2 * i + 1] - i * seq_len - local_len for i in range(b)])
@@ -108,7 +113,7 @@ class MMDoubleStreamBlock(nn.Module):
             shift, scale = mods[name][:2]
             modulated = modulate(getattr(self, f"{name}_norm1")(tokens), shift=shift, scale=scale)
             qkv[name] = getattr(self, f"{name}_attn_qkv")(modulated).unflatten(-1, (3, self.heads_num, -1)).unbind(2)
-        attn = joint_attention(self, *qkv["img"], *qkv["txt"], freqs_cis, cu_seqlens_q)
+        attn = joint_attention(self, *qkv["img"], *qkv["txt"], freqs_cis, cu_seqlens_q, cu_seqlens_kv)
         attn = {"img": attn[:, :img.shape[1]], "txt": attn[:, img.shape[1]:]}
         for name in streams:
             _, _, gate1, shift2, scale2, gate2 = mods[name]
@@ -139,7 +144,7 @@ class MMSingleStreamBlock(nn.Module):
         q, k, v = qkv.unflatten(-1, (3, self.heads_num, -1)).unbind(2)
         img_len = x.shape[1] - txt_len
         attn = joint_attention(self, q[:, :img_len], k[:, :img_len], v[:, :img_len], q[:, img_len:],
-                               k[:, img_len:], v[:, img_len:], freqs_cis, cu_seqlens_q)
+                               k[:, img_len:], v[:, img_len:], freqs_cis, cu_seqlens_q, cu_seqlens_kv)
         return x + gate.unsqueeze(1) * self.linear2(torch.cat((attn, self.mlp_act(mlp)), 2))
 
 

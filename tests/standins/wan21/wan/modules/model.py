@@ -35,6 +35,7 @@ class SelfAttention(nn.Module):
     def __init__(self, dim, num_heads):
         super().__init__()
         self.num_heads = num_heads
+        self.window_size = (-1, -1)  # Wan2.1's attribute (no sliding window): what usp_attn_forward passes on
         self.qkv = nn.Linear(dim, 3 * dim)
         self.o = nn.Linear(dim, dim)
 
@@ -124,9 +125,12 @@ class WanModel(nn.Module):
             out.append(torch.einsum("fhwpqrc->cfphqwr", u).reshape(self.out_dim, f * pf, h * ph, w * pw))
         return out
 
+    def head_out(self, x, e):
+        """Wan2.1's ``self.head(x, e)``: per token, so sequence parallel runs it on its chunk."""
+        return self.head(self.head_norm(x) + e[:, None])
+
     def finish(self, x, e, grid_sizes):
-        x = self.head(self.head_norm(x) + e[:, None])
-        return [u.float() for u in self.unpatchify(x, grid_sizes)]
+        return [u.float() for u in self.unpatchify(self.head_out(x, e), grid_sizes)]
 
     def forward(self, x, t, context, seq_len, clip_fea=None, y=None):
         x, e, kwargs = self.embed(x, t, context, seq_len, clip_fea, y)
