@@ -20,8 +20,9 @@ import torch
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 from easycache.adapters.wan21 import enable_easycache  # noqa: E402
+from easycache.cli import one_line_errors  # noqa: E402
 from easycache.metrics import compare_frames  # noqa: E402
-from tinywan.sample import TinyWanT2V  # noqa: E402
+from tinywan.args import check_number, check_output_folder, check_prompts, load_pipeline  # noqa: E402
 
 DEFAULT_WEIGHTS = os.path.join(ROOT, "tinywan", "weights", "tinywan.safetensors")
 DEFAULT_PROMPTS = ("a large red circle moves right on a plain background",
@@ -63,16 +64,20 @@ def main():
     parser.add_argument("--ret_steps", type=int, default=6, help="EasyCache warm-up steps (default: 6)")
     parser.add_argument("--weights", default=DEFAULT_WEIGHTS)
     parser.add_argument("--out", default=os.path.join(ROOT, "videos", "demo"))
+    fail = one_line_errors(parser, "demo.py")
     args = parser.parse_args()
-    if not os.path.isfile(args.weights):
-        sys.exit(f"demo.py: error: weights {args.weights} not found")
-    if not 0 <= args.ret_steps < args.steps or args.thresh < 0:
-        sys.exit("demo.py: error: need 0 <= --ret_steps < --steps and --thresh >= 0")
-    torch.set_num_threads(1)
-    os.makedirs(args.out, exist_ok=True)
+    check_number(args.thresh, "--thresh", fail)
+    if args.steps < 2:
+        fail(f"--steps must be >= 2, got {args.steps}")
+    if not 0 <= args.ret_steps < args.steps:
+        fail(f"--ret_steps must lie in 0..{args.steps - 1} (below --steps), got {args.ret_steps}")
     prompts = args.prompt or list(DEFAULT_PROMPTS)
+    check_prompts(prompts, fail)
+    check_output_folder(args.out, fail)
+    torch.set_num_threads(1)
+    pipe = load_pipeline(args.weights, fail)
+    os.makedirs(args.out, exist_ok=True)
 
-    pipe = TinyWanT2V.from_pretrained(args.weights)
     pipe.generate(prompts[0], sampling_steps=2, seed=args.seed)  # warm up before timing
     print(f"tinywan (CPU), {args.steps} steps, seed {args.seed}: baseline vs EasyCache "
           f"(thresh {args.thresh}, warm-up {args.ret_steps})")

@@ -18,7 +18,9 @@ import torch
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 from easycache.adapters.diffusers import enable_easycache  # noqa: E402
+from easycache.cli import one_line_errors  # noqa: E402
 from easycache.metrics import compare_frames  # noqa: E402
+from tinywan.args import check_number  # noqa: E402
 
 
 def build_pipeline():
@@ -52,11 +54,13 @@ def main():
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--thresh", type=float, default=0.1, help="EasyCache tau (default: 0.1)")
     parser.add_argument("--ret_steps", type=int, default=6, help="EasyCache warm-up steps (default: 6)")
+    fail = one_line_errors(parser, "demo_diffusers.py")
     args = parser.parse_args()
-    if not (args.thresh >= 0 and args.thresh != float("inf")):
-        parser.error(f"--thresh must be a number >= 0, got {args.thresh}")
+    check_number(args.thresh, "--thresh", fail)
+    if args.steps < 2:
+        fail(f"--steps must be >= 2, got {args.steps}")
     if not 0 <= args.ret_steps < args.steps:
-        parser.error(f"need 0 <= --ret_steps < --steps, got {args.ret_steps} and {args.steps}")
+        fail(f"--ret_steps must lie in 0..{args.steps - 1} (below --steps), got {args.ret_steps}")
     torch.set_num_threads(1)
     seeds = args.seed or [0, 1, 2]
     pipe = build_pipeline()

@@ -150,6 +150,7 @@ SVG_STANDIN = {
         import torch
         from hyvideo import inference as base
         xfuser = base.xfuser
+        RUNS_ON_CPU = True  # a stand-in
 
         class HunyuanVideoSampler(base.HunyuanVideoSampler):
             def get_prompt_mask(self, prompt, **kwargs):

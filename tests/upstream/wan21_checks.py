@@ -23,6 +23,15 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 STEPS, SIZE, FRAMES = 10, (64, 64), 5
 
 
+
+def an_image() -> str:
+    """A small PNG for --image (the script opens it to check it is an image)."""
+    import tempfile
+    from PIL import Image
+    path = os.path.join(tempfile.mkdtemp(), "input.png")
+    Image.new("RGB", (64, 48), (200, 30, 30)).save(path)
+    return path
+
 def sdpa_attention(q, k, v, q_lens=None, k_lens=None, dropout_p=0., softmax_scale=None, q_scale=None,
                    causal=False, window_size=(-1, -1), deterministic=False, dtype=torch.bfloat16, version=None):
     """flash_attention's contract ([B, L, N, D] in and out, keys past k_lens ignored) on SDPA."""
@@ -125,7 +134,7 @@ def check_parser_spec(gen, script):
 def check_parse_args(gen, script):
     ckpt = os.path.join(ROOT, "tests")
     args = script.parse_args(gen, ["--task", "i2v-14B", "--size", "832*480", "--ckpt_dir", ckpt,
-                                   "--image", os.path.join(ROOT, "LICENSE")])
+                                   "--image", an_image()])
     assert (args.sample_steps, args.sample_shift, args.frame_num) == (40, 3.0, 81), args
     assert (args.cache, args.thresh, args.ret_steps) == ("easycache", 0.05, 10)
     for argv, expected in ((["--task", "t2v-1.3B", "--size", "1280*720"], "Unsupport size 1280*720"),

@@ -57,6 +57,15 @@ class StubModule(types.ModuleType):
         return type(name, (), {"__init__": lambda self, *args, **kwargs: None})
 
 
+
+def an_image() -> str:
+    """A small PNG for --image (the script opens it to check it is an image)."""
+    import tempfile
+    from PIL import Image
+    path = os.path.join(tempfile.mkdtemp(), "input.png")
+    Image.new("RGB", (64, 48), (200, 30, 30)).save(path)
+    return path
+
 def stub_missing_modules(names=OPTIONAL_MODULES):
     stubbed = []
     for name in names:
@@ -295,7 +304,7 @@ def check_parse_args(gen, script):
     assert plan["high"] == {"threshold": 0.06, "warmup_steps": 7}, plan
     assert plan["low"] == {"threshold": 0.06, "warmup_steps": 2}, plan
     args = script.parse_args(gen, ["--task", "i2v-A14B", "--size", "832*480", "--ckpt_dir", ckpt,
-                                   "--image", os.path.join(ROOT, "LICENSE"), "--thresh_low", "0.03"])
+                                   "--image", an_image(), "--thresh_low", "0.03"])
     assert (args.sample_steps, args.sample_shift) == (40, 5.0), args
     assert args.cache_plan.parts == {"high": {"threshold": 0.05, "warmup_steps": 7},
                                   "low": {"threshold": 0.03, "warmup_steps": 2}}, args.cache_plan.parts

@@ -1,8 +1,12 @@
 """Stand-in for Wan2.1's generate.py: the same flags and defaults, the same ``_parse_args``
 / ``_validate_args`` / ``generate(args)`` structure, pipelines built through ``wan.<Class>``
 and videos saved through ``cache_video`` / ``cache_image`` from this module's namespace.
-Differences: gloo instead of nccl when there is no GPU; no xfuser (sequence parallel uses
-torch.distributed directly); no prompt extension models.
+Sequence parallel (``--ulysses_size``/``--ring_size`` > 1) sets up xfuser's parallel state on
+the process group opened here, as Wan2.1 does (``init_distributed_environment``,
+``initialize_model_parallel(sequence_parallel_degree=..., ring_degree=..., ulysses_degree=...)``).
+Differences: gloo instead of nccl when there is no GPU (and xDiT run on CPUs through the test
+suite's patches, tests/xdit_cpu.py); an ImportError saying what to install when xfuser is
+missing; no prompt extension models.
 """
 
 import argparse
@@ -19,6 +23,9 @@ from PIL import Image
 import wan
 from wan.configs import MAX_AREA_CONFIGS, SIZE_CONFIGS, SUPPORTED_SIZES, WAN_CONFIGS
 from wan.utils.utils import cache_image, cache_video, str2bool
+
+# a stand-in: it runs on the CPU (the drop-in script lets a checkout that says so run without a GPU)
+RUNS_ON_CPU = True
 
 EXAMPLE_PROMPT = {
     "t2v-1.3B": {"prompt": "Two cats box on a stage."},
@@ -115,8 +122,20 @@ def generate(args):
         assert not (args.ulysses_size > 1 or args.ring_size > 1), "context parallel are not supported in non-distributed environments."
     if args.ulysses_size > 1 or args.ring_size > 1:
         assert args.ulysses_size * args.ring_size == world_size, "The number of ulysses_size and ring_size should be equal to the world size."
+        # upstream: from xfuser.core.distributed import init_distributed_environment, initialize_model_parallel
+        from wan.distributed.xdit_context_parallel import xfuser_distributed
+        xfuser_dist = xfuser_distributed()
+        xfuser_dist.init_distributed_environment(rank=dist.get_rank(), world_size=dist.get_world_size())
+        xfuser_dist.initialize_model_parallel(
+            sequence_parallel_degree=dist.get_world_size(),
+            ring_degree=args.ring_size,
+            ulysses_degree=args.ulysses_size,
+        )
 
     cfg = WAN_CONFIGS[args.task]
+    if args.ulysses_size > 1:
+        assert cfg.num_heads % args.ulysses_size == 0, \
+            f"--ulysses_size {args.ulysses_size} must divide the model's {cfg.num_heads} attention heads"
     if dist.is_initialized():
         base_seed = [args.base_seed] if rank == 0 else [None]
         dist.broadcast_object_list(base_seed, src=0)

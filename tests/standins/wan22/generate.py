@@ -30,6 +30,10 @@ from wan.distributed.util import init_distributed_group
 from wan.utils.prompt_extend import DashScopePromptExpander, QwenPromptExpander
 from wan.utils.utils import merge_video_audio, save_video, str2bool
 
+
+# a stand-in: it runs on the CPU (the drop-in script lets a checkout that says so run without a GPU)
+RUNS_ON_CPU = True
+
 EXAMPLE_PROMPT = {
     "t2v-A14B": {
         "prompt": "Two cats in boxing gloves spar on a lit stage.",
