@@ -1,5 +1,5 @@
 """Record what the shipped weights must reproduce: the file's sha256 and the latents of one
-fixed sample (tests/test_tinywan_weights.py compares against it).
+fixed sample (tests/tinywan/test_weights.py compares against it).
 
     python -m tinywan.record_check tinywan/weights/tinywan.safetensors
 """
