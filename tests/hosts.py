@@ -46,6 +46,10 @@ class Host:
     def block_lists(self, pipe):
         return [getattr(dit, "module", dit).blocks for dit in self.dits(pipe).values()]
 
+    def outputs_of(self, result):
+        """The prediction tensors in what the DiT returned."""
+        return result
+
     def enable(self, pipe, policy=None, **settings):
         return self.adapter.enable_cache(pipe, policy, **settings)
 
@@ -131,6 +135,9 @@ class HunyuanVideo(Host):
 
     def dits(self, sampler):
         return {None: sampler.pipeline.transformer}
+
+    def outputs_of(self, result):
+        return [result["x"] if isinstance(result, dict) else result]
 
     def block_lists(self, sampler):
         return [sampler.pipeline.transformer.double_blocks, sampler.pipeline.transformer.single_blocks]
@@ -255,7 +262,12 @@ def cpu_context_parallel(transformer) -> None:
     transformer.enable_parallelism(config=ContextParallelConfig(ulysses_degree=2, mesh=mesh))
 
 
-class DiffusersWan(Host):
+class DiffusersHost(Host):
+    def outputs_of(self, result):
+        return [result[0] if isinstance(result, tuple) else result.sample]
+
+
+class DiffusersWan(DiffusersHost):
     """diffusers' WanPipeline (Wan 2.1) with a tiny random WanTransformer3DModel built from a config
     (no download): cond and uncond calls in cache contexts that give the step index."""
 
@@ -319,7 +331,7 @@ class DiffusersWan22(DiffusersWan):
     name, two_experts = "diffusers-wan22", True
 
 
-class DiffusersHunyuan(Host):
+class DiffusersHunyuan(DiffusersHost):
     """diffusers' HunyuanVideoPipeline with true CFG (a negative prompt and true_cfg_scale > 1): cond
     and uncond calls in cache contexts that give only their name."""
 

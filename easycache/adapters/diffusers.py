@@ -25,6 +25,7 @@ from diffusers.models.modeling_outputs import Transformer2DModelOutput
 
 from easycache.policies.base import Policy, make_policies
 from easycache.policies.calibration import MagnitudeRecorder
+from easycache.policies.diagnosis import EstimatorRecorder
 from easycache.runtime.blocks import BlockLayout
 from easycache.runtime.model import CachedForward, ModelIO
 from easycache.runtime.pipeline import wrap_model
@@ -60,7 +61,8 @@ class DiffusersIO(ModelIO):
     the latent), a tuple or ``Transformer2DModelOutput`` out, in the dtype it would have."""
 
     def __init__(self, transformer):
-        super().__init__(self._inputs_of, self._outputs_of, self._make_output)
+        super().__init__(self._inputs_of, self._outputs_of, self._make_output,
+                         lambda args, kwargs: self.arguments(args, kwargs).get("timestep"))
         self.transformer = transformer
         self.signature = inspect.signature(type(transformer).forward)  # the class's: the instance's may be wrapped
         self.out_channels = transformer.config.out_channels
@@ -323,6 +325,15 @@ def enable_easycache(pipe, threshold: Optional[float] = None, warmup_steps: Opti
 def calibrate_pipeline(pipe, use_ret_steps: bool = False) -> DiffusersCache:
     """Record, while the pipeline runs uncached, what the calibrated peers need (per transformer)."""
     return enable_cache(pipe, MagnitudeRecorder(2, use_ret_steps))
+
+
+def diagnose_pipeline(pipe, gamma: float = 0.5) -> DiffusersCache:
+    """The diagnosis run: generation stays uncached while, per CFG branch, every way of estimating
+    a skipped DiT call (reusing Δ = v − x or v, or their damped extrapolations with ``gamma``)
+    is measured against the call it would have replaced, at gaps of 1, 2 and 3 steps, per
+    transformer. After a video, ``diagnosis_of(cache)`` gives the errors (JSON-able) and
+    ``diagnosis_table`` prints them."""
+    return enable_cache(pipe, EstimatorRecorder(gamma))
 
 
 def apply_easycache(transformer, config: Optional[EasyCacheConfig] = None) -> DiffusersCache:

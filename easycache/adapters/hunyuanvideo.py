@@ -16,6 +16,7 @@ import torch
 from easycache.policies.base import make_policy
 from easycache.policies.calibration import MagnitudeRecorder
 from easycache.policies.deltacache import DeltaCachePolicy
+from easycache.policies.diagnosis import EstimatorRecorder
 from easycache.policies.easycache import EasyCachePolicy
 from easycache.policies.magcache import MagCachePolicy
 from easycache.policies.teacache import TeaCachePolicy
@@ -52,8 +53,13 @@ class HunyuanIO(ModelIO):
     the pipeline what a computed one would: same dtype, same device."""
 
     def __init__(self):
-        super().__init__(self._inputs_of, self._outputs_of, self._make_output)
+        super().__init__(self._inputs_of, self._outputs_of, self._make_output, self._timestep_of)
         self.output_dtype = self.output_device = None
+
+    @staticmethod
+    def _timestep_of(args, kwargs):
+        index = HUNYUAN_FORWARD_ARGS.index("t")
+        return args[index] if len(args) > index else kwargs.get("t")
 
     def _inputs_of(self, args, kwargs):
         x = args[0] if args else kwargs["x"]
@@ -174,3 +180,11 @@ def calibrate_sampler(sampler) -> HunyuanCache:
     """Record, during normal (uncached) generation, what the calibrated peers need: MagCache's
     magnitude ratios and TeaCache's polynomial points (``merge_calibration``)."""
     return enable_cache(sampler, MagnitudeRecorder(len(HUNYUAN_BRANCHES)))
+
+
+def diagnose_sampler(sampler, gamma: float = 0.5) -> HunyuanCache:
+    """The diagnosis run: generation stays uncached while, per CFG branch, every way of estimating
+    a skipped DiT call (reusing Δ = v − x or v, or their damped extrapolations with ``gamma``)
+    is measured against the call it would have replaced, at gaps of 1, 2 and 3 steps. After
+    a video, ``diagnosis_of(cache)`` gives the errors (JSON-able) and ``diagnosis_table`` prints them."""
+    return enable_cache(sampler, EstimatorRecorder(gamma))

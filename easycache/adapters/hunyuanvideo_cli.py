@@ -12,8 +12,9 @@ import torch.distributed as dist
 from easycache.adapters.hunyuanvideo import (HUNYUAN_BRANCHES, HUNYUAN_DEFAULTS, HUNYUAN_DOUBLE_CACHED,
                                              HUNYUAN_SINGLE_CACHED, HUNYUAN_SINGLE_REFRESH_STEPS,
                                              HUNYUAN_TEACACHE_COEFFICIENTS)
-from easycache.cli import CliHost, cache_title, check_cache_flags, print_report, report_path, write_reports
-from easycache.outputs import OutputError, atomic_write
+from easycache.cli import (CliHost, RunOutputs, cache_title, check_cache_flags, print_report, report_path,
+                           write_recordings, write_reports)
+from easycache.outputs import OutputError, folder_problem
 from easycache.policies.base import Flag, SettingError
 
 SPATIAL_MULTIPLE = 16  # the VAE downsamples by 8, the DiT patchifies latents by 2
@@ -116,6 +117,8 @@ def check_args(args: argparse.Namespace, fail: Callable[[str], None], host: CliH
         fail(f"--model-base {args.model_base} is not a directory (the root of the HunyuanVideo weights)")
     if not os.path.exists(args.dit_weight):
         fail(f"--dit-weight {args.dit_weight} does not exist")
+    if os.path.isfile(args.dit_weight) and os.path.getsize(args.dit_weight) == 0:
+        fail(f"--dit-weight {args.dit_weight} is empty")
     if os.path.isdir(args.dit_weight) and not glob.glob(os.path.join(args.dit_weight, "*.pt")):
         fail(f"--dit-weight {args.dit_weight} holds no *.pt weights")
 
@@ -141,26 +144,30 @@ def global_rank() -> int:
     return dist.get_rank() if dist.is_available() and dist.is_initialized() else int(os.getenv("RANK", 0))
 
 
-def finish_report(cache, args, saved, total_seconds, title_suffix="", extra=None) -> dict:
-    """The run's report: printed on rank 0, written as JSON next to every saved video.
-    A collective under torch.distributed."""
+def finish_report(cache, args, outputs: RunOutputs, total_seconds, title_suffix="", extra=None) -> dict:
+    """The run's report: printed on rank 0, written as JSON next to every saved video (and every
+    one refused as invalid, which then ends the run with an error); then, on rank 0 and when the
+    cache saw the video, what a calibration or diagnosis run recorded."""
     report = cache.report(allow_warnings=True)
     report["total_seconds"] = total_seconds
     report.update(extra or {})
+    height, width = video_size(args)
     if global_rank() == 0:
-        height, width = video_size(args)
         print_report(f"{cache_title(args)}{title_suffix} report for {height}x{width}, {args.video_length} frames, "
                      f"{args.infer_steps} steps", report, "predict", total_seconds)
-    write_reports(saved, args, report)
+    write_reports(outputs.reported, args, report, outputs.refused_paths)
+    outputs.raise_if_refused()
+    if global_rank() == 0 and not report["warnings"]:
+        write_recordings(args, cache, {"video_size": [height, width], "infer_steps": args.infer_steps})
     return report
 
 
-def atomic_saver(saver, args, saved):
-    """``saver(videos, path, ...)`` writing to a temporary name, renamed when complete."""
+def atomic_saver(saver, args, outputs: RunOutputs, invalid=lambda: None):
+    """``saver(videos, path, ...)`` writing to a temporary name, renamed when complete; nothing is
+    written when ``invalid()`` says why the video is invalid."""
     def save(videos, path, *a, **kw):
         path = str(path)
         if os.path.exists(report_path(path)) and not args.overwrite:
             raise OutputError(f"{report_path(path)} exists; pass --overwrite to replace it")
-        atomic_write(path, lambda tmp: saver(videos, tmp, *a, **kw), args.overwrite)
-        saved.append(path)
+        outputs.save(path, lambda tmp: saver(videos, tmp, *a, **kw), args.overwrite, invalid())
     return save

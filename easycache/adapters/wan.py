@@ -10,7 +10,8 @@ WAN_BRANCHES = ("cond", "uncond")
 
 WAN_IO = ModelIO(inputs_of=lambda args, kwargs: list(args[0] if args else kwargs["x"]),
                  outputs_of=lambda output: output,
-                 make_output=lambda tensors, args, kwargs: tensors)
+                 make_output=lambda tensors, args, kwargs: tensors,
+                 timestep_of=lambda args, kwargs: args[1] if len(args) > 1 else kwargs.get("t"))
 
 
 def wan_block_layout(dit) -> BlockLayout:

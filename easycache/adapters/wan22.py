@@ -14,6 +14,7 @@ from typing import Dict, Optional, Union
 from easycache.adapters.wan import WAN_BRANCHES, WAN_IO, wan_block_layout
 from easycache.policies.base import Policy, make_policies
 from easycache.policies.calibration import MagnitudeRecorder
+from easycache.policies.diagnosis import EstimatorRecorder
 from easycache.policies.easycache import EasyCachePolicy
 from easycache.runtime.pipeline import PipelineCache, check_not_enabled, wrap_model
 from easycache.runtime.session import Session
@@ -136,3 +137,12 @@ def calibrate_pipeline(pipe, use_ret_steps: bool = False) -> PipelineCache:
     """Record, during normal (uncached) generation, what the calibrated peers need, per expert:
     MagCache's magnitude ratios and TeaCache's polynomial points (``merge_calibration``)."""
     return enable_cache(pipe, MagnitudeRecorder(len(WAN_BRANCHES), use_ret_steps))
+
+
+def diagnose_pipeline(pipe, gamma: float = 0.5) -> PipelineCache:
+    """The diagnosis run: generation stays uncached while, per CFG branch, every way of estimating
+    a skipped DiT call (reusing Δ = v − x or v, or their damped extrapolations with ``gamma``)
+    is measured against the call it would have replaced, at gaps of 1, 2 and 3 steps, per expert
+    (nothing measured across the switch). After a video, ``diagnosis_of(cache)`` gives the errors
+    (JSON-able) and ``diagnosis_table`` prints them."""
+    return enable_cache(pipe, EstimatorRecorder(gamma))

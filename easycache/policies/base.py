@@ -2,8 +2,8 @@
 that registers it (name, flags, how it is built, its report title), and the arithmetic the
 policies share. A policy is pure tensor math: it never sees a model, only tensors.
 
-Per video the runtime calls ``start_video(num_steps)``. Per DiT call it calls
-``decide(step, branch, indicator, agree)`` -- on every call when ``per_branch`` is true,
+Per video the runtime calls ``start_video(num_steps)``. Per DiT call it calls, for a policy that
+``uses_timestep``, ``locate(step, branch, timestep)``, then ``decide(step, branch, indicator, agree)`` -- on every call when ``per_branch`` is true,
 otherwise on branch 0 only, the other branches of that step following branch 0's decision --
 and then, for each cached part (the whole model, or a segment of blocks), either
 ``record_computed(key, before, after)`` once the part ran or ``reuse(key, before)`` in its
@@ -39,6 +39,7 @@ class Decision:
     eps: Optional[float] = None
     accumulated: float = 0.0  # E after this step's update
     groups: Optional[Dict[str, bool]] = None  # per named block group, whether it runs (fixed schedules)
+    estimator: Optional[str] = None  # how a reused call is estimated, where a policy has several
 
 
 class Policy(ABC):
@@ -51,6 +52,7 @@ class Policy(ABC):
     (the host's timestep-modulated block input, TeaCache's), "modulated-projected" (its
     projected variant), or "none". ``per_branch``: every CFG branch decides for itself.
     ``fp32_deltas``: deltas are stored and replayed in fp32 instead of the input's dtype.
+    ``uses_timestep``: ``locate`` is told the timestep the host passes the DiT on each call.
     """
 
     name = ""  # the registry's name for it (--cache NAME)
@@ -61,6 +63,17 @@ class Policy(ABC):
     # set by the runtime when the indicator is a per-rank shard (sequence parallel): sums the
     # partial statistics over the ranks
     reduce: Optional[Callable[[torch.Tensor], torch.Tensor]] = None
+    uses_timestep = False
+
+    @staticmethod
+    def most_cautious(values: torch.Tensor) -> torch.Tensor:
+        """The elementwise largest of ``values`` over the ranks, so every rank acts on the same
+        statistics (the runtime installs the collective under torch.distributed)."""
+        return values
+
+    def locate(self, step: int, branch: int, timestep: Optional[float]) -> None:
+        """The call about to be decided: the host's timestep for it (its largest entry), or None
+        where the host passes none."""
 
     def start_video(self, num_steps: int) -> None:
         """Forget everything from the previous video; ``num_steps`` steps follow."""

@@ -37,6 +37,15 @@ def sum_across_ranks(tensor: torch.Tensor) -> torch.Tensor:
     return total
 
 
+def max_across_ranks(tensor: torch.Tensor) -> torch.Tensor:
+    """``tensor``'s elementwise maximum over all ranks (statistics every rank must share)."""
+    if distributed_world() == 1:
+        return tensor
+    largest = tensor.clone()
+    dist.all_reduce(largest, op=dist.ReduceOp.MAX)
+    return largest
+
+
 def same_on_all_ranks(values: list):
     """Whether every rank holds the same ``values`` (None on one process). Collective."""
     if distributed_world() == 1:

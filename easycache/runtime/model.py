@@ -10,7 +10,7 @@ from typing import Callable, List, Optional, Sequence
 import torch
 
 from easycache.policies.base import Decision, Policy
-from easycache.runtime.distributed import agree_across_ranks
+from easycache.runtime.distributed import agree_across_ranks, max_across_ranks
 from easycache.runtime.session import Session
 
 
@@ -18,11 +18,19 @@ from easycache.runtime.session import Session
 class ModelIO:
     """How a host's DiT call carries its tensors: ``inputs_of(args, kwargs)`` the latent(s) x,
     ``outputs_of(result)`` the prediction(s) v, ``make_output(tensors, args, kwargs)`` a result
-    in the caller's contract from estimated v."""
+    in the caller's contract from estimated v, ``timestep_of(args, kwargs)`` the timestep tensor
+    the call passes (None: the host passes none)."""
 
     inputs_of: Callable[[tuple, dict], List[torch.Tensor]]
     outputs_of: Callable[[object], List[torch.Tensor]]
     make_output: Callable[[List[torch.Tensor], tuple, dict], object]
+    timestep_of: Optional[Callable[[tuple, dict], Optional[torch.Tensor]]] = None
+
+    def timestep(self, args: tuple, kwargs: dict) -> Optional[float]:
+        """The call's timestep as one number: its largest entry (a per-token timestep is 0 on
+        clean conditioning tokens, the noise level elsewhere)."""
+        t = self.timestep_of(args, kwargs) if self.timestep_of is not None else None
+        return None if t is None else float(torch.as_tensor(t).float().max())
 
 
 def _synchronize(tensors: Sequence[torch.Tensor]) -> None:
@@ -50,6 +58,8 @@ class CachedForward:
         if self.installed:
             module.forward = self._forward
         module._easycache = self
+        if policy is not None:
+            policy.most_cautious = max_across_ranks
         self.start_video(0, 0)
 
     def disable(self) -> None:
@@ -82,10 +92,14 @@ class CachedForward:
             if self.session.num_steps and not 0 <= local < self.num_steps:
                 raise RuntimeError(f"{self.name or 'the DiT'} was called at step {step}, outside its steps "
                                    f"{self.first_step}..{self.first_step + self.num_steps - 1}")
+            if self.policy.uses_timestep:
+                self.policy.locate(local, branch, self.io.timestep(args, kwargs))
             result, computed, decision, blocks = self._cached_call(local, branch, x, args, kwargs)
         _synchronize(x)
-        self.session.record(self._row(step, branch, computed, decision, blocks), time.perf_counter() - started,
-                            blocks)
+        row = self._row(step, branch, computed, decision, blocks)
+        if (computed or blocks is not None) and not all(bool(torch.isfinite(v).all()) for v in self.io.outputs_of(result)):
+            row["nonfinite"] = True  # an invalid video follows: the session says so at once and in the report
+        self.session.record(row, time.perf_counter() - started, blocks)
         return result
 
     def _decide(self, local_step: int, branch: int, indicator, device) -> Decision:
@@ -114,6 +128,8 @@ class CachedForward:
             row.update(reason=decision.reason, k=decision.k, eps=decision.eps, E=decision.accumulated)
             if decision.groups:
                 row["groups"] = dict(decision.groups)
+            if decision.estimator and not computed:
+                row["estimator"] = decision.estimator
         if blocks is not None:
             row["blocks_run"] = blocks[0]
         return row

@@ -11,6 +11,9 @@ def format_report(report: dict) -> str:
         lines.append(f"  transformer blocks run: {report['blocks_run']}/{report['blocks_total']}{ideal}")
     else:
         lines.append(f"  DiT calls computed: {computed}/{total}{ideal}")
+    if report.get("reused_by_estimator"):
+        lines.append("  reused calls estimated by: " + ", ".join(
+            f"{name} {count}" for name, count in report["reused_by_estimator"].items()))
     for name, module in report.get("modules", {}).items():
         blocks = f", blocks run {module['blocks_run']}" if "blocks_run" in module else ""
         lines.append(f"    {name}: steps {module['first_step']}-{module['last_step']}, DiT calls computed "
@@ -24,4 +27,8 @@ def format_report(report: dict) -> str:
                      f"{'yes' if report['ranks_agree'] else 'NO'}")
     for warning in report.get("warnings", ()):
         lines.append(f"  warning: {warning}")
+    bad = report.get("nonfinite_calls")
+    if bad:
+        lines.append(f"  error: the DiT returned NaN or Inf on {len(bad)} call(s), first at step {bad[0]['step']} "
+                     f"({bad[0]['branch']} branch)")
     return "\n".join(lines)

@@ -4,6 +4,7 @@ the step and branch of the call it serves, so two modules serving one video (Wan
 experts) count one trajectory together.
 """
 
+import sys
 from typing import Dict, List, Optional, Sequence
 
 from easycache.runtime.distributed import distributed_world, same_on_all_ranks
@@ -40,12 +41,26 @@ class Session:
 
     def record(self, row: dict, seconds: float, blocks: Optional[tuple] = None) -> None:
         """One finished call: its report row, its DiT time, and (block-level caching) the
-        blocks it ran and the blocks the model has."""
+        blocks it ran and the blocks the model has. A DiT output with NaN or Inf is announced on
+        stderr as it happens."""
         self.rows.append(row)
+        if row.get("nonfinite") and len(self.nonfinite_calls()) == 1:
+            print(f"easycache: error: the DiT returned NaN or Inf at {describe_call(row)}; the video will be "
+                  "invalid", file=sys.stderr)
         self.dit_seconds += seconds
         if blocks is not None:
             self.blocks_run += blocks[0]
             self.blocks_total += blocks[1]
+
+    def nonfinite_calls(self) -> List[dict]:
+        return [row for row in self.rows if row.get("nonfinite")]
+
+    def invalid_output(self) -> Optional[str]:
+        """Why this video's output is invalid (the DiT returned NaN or Inf), or None."""
+        bad = self.nonfinite_calls()
+        if not bad:
+            return None
+        return f"the DiT returned NaN or Inf on {len(bad)} call(s), first at {describe_call(bad[0])}"
 
     def end(self, no_call_hint: str, collective: bool = True) -> None:
         """The pipeline returned: a video during which no call reached the cache is an error the
@@ -58,7 +73,7 @@ class Session:
             self.agreement = self._agreement()
 
     def _agreement(self):
-        return distributed_world(), same_on_all_ranks([r["computed"] for r in self.rows])
+        return distributed_world(), same_on_all_ranks([(r["computed"], r.get("estimator")) for r in self.rows])
 
     def report(self) -> dict:
         """Counts, timings and the per-call record of the last video (a collective under
@@ -77,13 +92,23 @@ class Session:
             # embeddings and head always run: the block work is what a replayed segment saves
             report.update(blocks_run=self.blocks_run, blocks_total=self.blocks_total,
                           ideal_speedup=self.blocks_total / self.blocks_run if self.blocks_run else None)
+        estimators = [r["estimator"] for r in rows if "estimator" in r]
+        if estimators:  # policies that choose how to estimate a reused call
+            report["reused_by_estimator"] = {name: estimators.count(name) for name in dict.fromkeys(estimators)}
         modules = list(dict.fromkeys(r["module"] for r in rows if "module" in r))
         if modules:
             report["modules"] = {name: per_module(rows, name) for name in modules}
         world_size, ranks_agree = self.agreement or self._agreement()
         report.update(world_size=world_size, ranks_agree=ranks_agree, warnings=list(self.warnings),
+                      nonfinite_calls=[{k: r[k] for k in ("step", "branch", "module") if k in r}
+                                       for r in self.nonfinite_calls()],
                       calls=[dict(r) for r in rows])
         return report
+
+
+def describe_call(row: dict) -> str:
+    where = f"step {row['step']} ({row['branch']} branch"
+    return where + (f", {row['module']}-noise expert)" if "module" in row else ")")
 
 
 def per_module(rows: List[dict], name: str) -> Dict[str, int]:

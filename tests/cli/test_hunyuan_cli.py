@@ -162,14 +162,14 @@ def test_existing_video_is_kept_unless_overwrite(hy_script, tmp_path):
     video.write_bytes(b"keep me")
     writes = []
     save = hy_script.atomic_saver(lambda videos, path, fps: writes.append(path) or open(path, "wb").write(b"new"),
-                                  argparse.Namespace(overwrite=False), [])
+                                  argparse.Namespace(overwrite=False), hy_script.RunOutputs())
     with pytest.raises(hy_script.OutputError, match="exists; pass --overwrite"):
         save(None, str(video), fps=24)
     assert video.read_bytes() == b"keep me"
-    saved = []
+    outputs = hy_script.RunOutputs()
     hy_script.atomic_saver(lambda videos, path, fps: open(path, "wb").write(b"new"),
-                           argparse.Namespace(overwrite=True), saved)(None, str(video), fps=24)
-    assert video.read_bytes() == b"new" and saved == [str(video)]
+                           argparse.Namespace(overwrite=True), outputs)(None, str(video), fps=24)
+    assert video.read_bytes() == b"new" and outputs.saved == [str(video)]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["v.mp4"]
 
 
@@ -179,10 +179,11 @@ def test_failed_save_leaves_nothing_behind(hy_script, tmp_path):
     def broken(videos, path, fps):
         open(path, "wb").write(b"half a video")
         raise OSError("disk full")
-    saved = []
+    outputs = hy_script.RunOutputs()
     with pytest.raises(OSError, match="disk full"):
-        hy_script.atomic_saver(broken, argparse.Namespace(overwrite=False), saved)(None, str(tmp_path / "v.mp4"), fps=24)
-    assert saved == [] and list(tmp_path.iterdir()) == []
+        hy_script.atomic_saver(broken, argparse.Namespace(overwrite=False), outputs)(None, str(tmp_path / "v.mp4"),
+                                                                                      fps=24)
+    assert outputs.saved == [] and list(tmp_path.iterdir()) == []
 
 
 # --- the peers, the baselines and the calibration run ----------------------------------------------

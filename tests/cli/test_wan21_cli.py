@@ -6,6 +6,7 @@ import json
 import os
 
 import pytest
+import torch
 
 from easycache.adapters.wan21 import WAN21_TEACACHE_COEFFICIENTS
 from helpers import ROOT, WAN21_SCRIPT, WAN21_STANDIN
@@ -46,8 +47,11 @@ def test_parser_is_generate_py_plus_the_cache_flags(wan21_script, wan21_generate
     # task-dependent defaults filled by generate.py's own _validate_args
     assert (args.sample_steps, args.sample_shift, args.frame_num) == (50, 5.0, 81)
     assert (args.cache, args.thresh, args.ret_steps, args.overwrite) == ("easycache", 0.05, 10, False)
+    from PIL import Image
+    image = os.path.join(ckpt, "cat.png")
+    Image.new("RGB", (64, 48), (200, 30, 30)).save(image)
     i2v = wan21_script.parse_args(generate, ["--task", "i2v-14B", "--size", "832*480", "--ckpt_dir", ckpt,
-                                           "--image", os.path.join(ROOT, "LICENSE")])
+                                           "--image", image])
     assert (i2v.sample_steps, i2v.sample_shift) == (40, 3.0)
 
 
@@ -169,8 +173,11 @@ def test_cli_teacache_run_and_its_errors(tmp_path):
     assert report["coefficients"] == WAN21_TEACACHE_COEFFICIENTS[("t2v-1.3B", False)]
     assert "TeaCache (thresh 0.5)" in result.stdout
 
-    result = run_cli(["--task", "flf2v-14B", "--first_frame", "generate.py", "--last_frame", "generate.py",
-                      "--cache", "teacache"], tmp_path)
+    from PIL import Image
+    frame = tmp_path / "frame.png"
+    Image.new("RGB", (64, 48), (20, 30, 200)).save(frame)
+    result = run_cli(["--task", "flf2v-14B", "--first_frame", frame, "--last_frame", frame, "--cache", "teacache"],
+                     tmp_path)
     assert result.returncode == 2
     assert result.stderr.strip() == ("easycache_generate.py: error: TeaCache published no coefficients for "
                                      "--task flf2v-14B; pass --teacache_coefficients c4,c3,c2,c1,c0")
@@ -245,3 +252,26 @@ def test_uniform_policy_is_selectable_with_its_flags(tmp_path):
     assert "Uniform reuse (every 3, warm-up 2) report" in result.stdout
     result = run_cli(["--cache", "uniform", "--uniform_warmup", "12"], tmp_path)
     assert result.returncode == 2 and "--uniform_warmup 12 must be smaller than --sample_steps 12" in result.stderr
+
+
+def test_a_nan_from_the_dit_writes_no_video_and_fails(wan21_script, wan21_generate, ckpt, tmp_path, monkeypatch,
+                                                      capsys):
+    video = tmp_path / "nan.mp4"
+    args = wan21_script.parse_args(wan21_generate, ["--task", "t2v-1.3B", "--ckpt_dir", ckpt, *FAST,
+                                                    "--save_file", str(video)])
+    real = wan21_generate.wan.WanT2V
+
+    def poisoned(*a, **kw):
+        pipe = real(*a, **kw)
+        inner = pipe.model.forward
+        pipe.model.forward = lambda *x, **k: [torch.full_like(v, float("nan")) for v in inner(*x, **k)]
+        return pipe
+    monkeypatch.setattr(wan21_generate.wan, "WanT2V", poisoned)
+    with pytest.raises(wan21_script.InvalidOutput, match=r"nan.mp4 not written: the DiT returned NaN or Inf on 24 call"):
+        wan21_script.run(wan21_generate, args)
+    captured = capsys.readouterr()
+    assert "easycache: error: the DiT returned NaN or Inf at step 0 (cond branch)" in captured.err
+    assert "nan.mp4 (not written: invalid)" in captured.out
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt", "nan.report.json"]  # the report, not the video
+    report = json.loads((tmp_path / "nan.report.json").read_text())
+    assert report["nonfinite_calls"][:2] == [{"step": 0, "branch": "cond"}, {"step": 0, "branch": "uncond"}]

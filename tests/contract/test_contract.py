@@ -72,6 +72,8 @@ def test_eager_settings_skip_and_the_report_counts_what_ran(host, baseline, name
         assert len(calls) == total  # the DiT runs; blocks are replayed
         assert len(blocks) == report["blocks_run"] < report["blocks_total"]
         assert report["dit_calls_computed"] == sum(r["blocks_run"] == report["blocks_total"] // total for r in rows)
+    if "reused_by_estimator" in report:  # every reused call says how it was estimated
+        assert sum(report["reused_by_estimator"].values()) == total - report["dit_calls_computed"]
     assert torch.isfinite(latents).all() and not torch.equal(latents, baseline[0])
 
 
@@ -146,3 +148,56 @@ def test_the_calibration_run_is_bitwise_the_baseline(host, baseline):
     assert report["dit_calls_computed"] == report["dit_calls_total"] == host.steps * host.branches
     assert report["blocks_run"] == report["blocks_total"] == len(blocks)
     assert sum(len(p.ratios) for p in cache.policies.values()) == host.steps * host.branches
+
+
+@pytest.mark.parametrize("name", ["easycache", "teacache", None])
+def test_a_nan_from_the_dit_is_announced_and_reported(host, name, capsys):
+    pipe = host.make()
+    for module in host.dits(pipe).values():  # under the cache: the DiT itself returns NaN from its 3rd call on
+        inner, count = module.forward, [0]
+
+        def poisoned(*args, inner=inner, count=count, **kwargs):
+            count[0] += 1
+            out = inner(*args, **kwargs)
+            if count[0] >= 3:
+                for tensor in host.outputs_of(out):
+                    tensor.fill_(float("nan"))
+            return out
+        module.forward = poisoned
+    cache = host.enable(pipe, name, **(settings(host, name, "eager") if name else {}))
+    host.video(pipe)
+    err = capsys.readouterr().err
+    assert err.count("easycache: error: the DiT returned NaN or Inf at step") == 1
+    report = cache.report()
+    first = report["nonfinite_calls"][0]
+    assert first["step"] == 1 or (host.branches == 1 and first["step"] == 2)
+    assert cache.session.invalid_output().startswith("the DiT returned NaN or Inf")
+    fresh = host.make()
+    cache = host.enable(fresh, name, **(settings(host, name, "eager") if name else {}))
+    host.video(fresh)
+    assert cache.report()["nonfinite_calls"] == [] and cache.session.invalid_output() is None
+
+
+def test_a_policy_using_timesteps_is_told_those_the_dit_receives(host, baseline):
+    """σ for the extrapolating policy is the timestep each call passes the DiT (its largest entry:
+    Wan2.2 TI2V passes one per token), read here from the DiT's own signature."""
+    import inspect
+    pipe = host.make()
+    received = []
+    for module in host.dits(pipe).values():
+        inner, signature = module.forward, inspect.signature(module.forward)
+
+        def forward(*args, inner=inner, signature=signature, **kwargs):
+            arguments = signature.bind(*args, **kwargs).arguments
+            t = arguments.get("t", arguments.get("timestep"))
+            received.append(float(torch.as_tensor(t).float().max()))
+            return inner(*args, **kwargs)
+        module.forward = forward
+    cache = host.enable(pipe, "easycache-x", **settings(host, "easycache-x", "exact"))
+    located = []
+    for policy in cache.policies.values():
+        locate = policy.locate
+        policy.locate = lambda step, branch, t, locate=locate: located.append(t) or locate(step, branch, t)
+    assert torch.equal(host.video(pipe), baseline[0])
+    assert len(received) == host.steps * host.branches and located == received
+    assert len(set(received)) == host.steps  # a real schedule, one timestep a step

@@ -33,3 +33,37 @@ def test_agreement_keeps_ranks_with_different_statistics_in_step(tmp_path, agree
         assert marks[0].count("C") >= max(m.count("C") for m in marks)
     else:
         assert marks[0] != marks[1]  # without agreement the ranks would diverge
+
+
+def extrapolating_policy_on_rank(rank, agree):
+    """EasyCache-X on ranks whose statistics favour different estimators (rank 0's output barely
+    moves: extrapolating v wins; rank 1's Δ = v - x barely moves: a Δ estimator wins): with the
+    runtime's collectives both ranks act on the worst rates, so they choose one estimator and
+    take the same decisions."""
+    from easycache.policies.base import alone
+    from easycache.policies.easycache_x import EasyCacheXPolicy
+    from easycache.runtime.distributed import agree_across_ranks, max_across_ranks
+    policy = EasyCacheXPolicy(threshold=0.05, warmup_steps=3, gamma=0.5)
+    if agree:
+        policy.most_cautious = max_across_ranks
+    policy.start_video(16)
+    marks = []
+    for step in range(16):
+        s = 1000.0 - 60 * step
+        x = [torch.full((4,), s / 1000)]
+        policy.locate(step, 0, s)
+        d = policy.decide(step, 0, x, (lambda w: agree_across_ranks(w, x[0].device)) if agree else alone)
+        if d.compute:
+            v = 1 + rank * x[0] + 0.05 * (1 - s / 1000) ** 2
+            policy.record_computed((0, 0), x, [v])
+        marks.append("C" if d.compute else d.estimator)
+    return marks
+
+
+@pytest.mark.parametrize("agree", [False, True])
+def test_ranks_with_different_statistics_choose_one_estimator(tmp_path, agree):
+    marks = on_two_ranks(tmp_path, extrapolating_policy_on_rank, agree)
+    if agree:
+        assert marks[0] == marks[1] and "C" in marks[0][3:-1] and set(marks[0]) == {"C", "v-extrap"}
+    else:  # alone, each rank picks its own estimator
+        assert set(marks[0][3:-1]) == {"v-extrap"} and set(marks[1][3:-1]) <= {"delta", "delta-extrap"}
