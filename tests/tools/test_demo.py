@@ -25,15 +25,18 @@ def test_demo_runs_end_to_end(tmp_path):
 
 
 def test_benchmark_runs_end_to_end(tmp_path):
-    out = run("benchmark.py", "--quick", "--prompts", "1", "--seeds", "0", "--steps", "8", "--warmup", "2",
-              "--calibration_videos", "2", "--repeats", "1", "--out", str(tmp_path))
-    assert "| EasyCache (thresh 0.1, warm-up 2) |" in out and "| MagCache (thresh 0.12, K 2, retention 0.2) |" in out
-    assert "transformation rate k" in out
+    out = run("benchmark.py", "--quick", "--held_out", "2", "--tuning", "2", "--calibration_videos", "2", "--steps",
+              "12", "--warmup", "2", "--wall_videos", "1", "--repeats", "1", "--out", str(tmp_path))
+    assert "Held-out set (2 videos)" in out and "Knob guide" in out and "hits recomputed and bitwise equal" in out
     results = json.loads((tmp_path / "results.json").read_text())
-    methods = {row["method"] for row in results["rows"]}
-    assert methods == set(REGISTRY)  # every registered policy, none left out
-    for row in results["rows"]:
-        assert 0 < row["computed_share"] <= 1 and row["ideal_speedup"] >= 1
+    assert set(results["settings"]["held_out"]) == set(REGISTRY)  # every registered policy, none left out
+    held_out, tuning = results["sets"]["held_out"], results["sets"]["tuning"]
+    assert not {tuple(c) for c in held_out} & {tuple(c) for c in tuning}  # disjoint prompts and seeds
+    assert not {c[1] for c in held_out} & {c[1] for c in tuning}
+    for entries in results["settings"]["held_out"].values():
+        for entry in entries:
+            assert entry["speedup"] >= 1 and len(entry["psnr"]) == 2
+    assert results["memo"]["checked"] >= 1
     assert (tmp_path / "results.md").exists()
 
 
