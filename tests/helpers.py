@@ -64,3 +64,16 @@ def _rank_main(rank, tmp, function, args):
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(0)
+
+
+def make_wan21_dit_return_nan(monkeypatch, wan21_generate):
+    """Every WanT2V the Wan2.1 stand-in builds gets a DiT whose outputs are all NaN (a diverged
+    model): what the scripts must catch before writing anything."""
+    real = wan21_generate.wan.WanT2V
+
+    def poisoned(*args, **kwargs):
+        pipe = real(*args, **kwargs)
+        inner = pipe.model.forward
+        pipe.model.forward = lambda *x, **k: [torch.full_like(v, float("nan")) for v in inner(*x, **k)]
+        return pipe
+    monkeypatch.setattr(wan21_generate.wan, "WanT2V", poisoned)

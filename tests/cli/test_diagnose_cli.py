@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from helpers import (HUNYUAN_SCRIPT, HUNYUAN_STANDIN, SVG_SCRIPT, WAN21_SCRIPT, WAN21_STANDIN, WAN22_SCRIPT,
-                     WAN22_STANDIN, run_script)
+                     WAN22_STANDIN, make_wan21_dit_return_nan, run_script)
 from hosts import import_checkout
 
 ESTIMATORS = ["delta", "v", "delta-extrap", "v-extrap"]
@@ -166,14 +166,7 @@ def test_an_invalid_video_records_no_diagnosis(wan21_script, wan21_generate, ckp
     diagnosis = tmp_path / "diag.json"
     args = wan21_script.parse_args(wan21_generate, ["--ckpt_dir", ckpt, *WAN21, "--save_file", str(tmp_path / "v.mp4"),
                                                     "--diagnose", str(diagnosis)])
-    real = wan21_generate.wan.WanT2V
-
-    def poisoned(*a, **kw):
-        pipe = real(*a, **kw)
-        inner = pipe.model.forward
-        pipe.model.forward = lambda *x, **k: [torch.full_like(v, float("nan")) for v in inner(*x, **k)]
-        return pipe
-    monkeypatch.setattr(wan21_generate.wan, "WanT2V", poisoned)
+    make_wan21_dit_return_nan(monkeypatch, wan21_generate)
     with pytest.raises(wan21_script.InvalidOutput, match="v.mp4 not written"):
         wan21_script.run(wan21_generate, args)
     assert "Diagnosis:" not in capsys.readouterr().out

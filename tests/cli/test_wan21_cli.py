@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from easycache.adapters.wan21 import WAN21_TEACACHE_COEFFICIENTS
-from helpers import ROOT, WAN21_SCRIPT, WAN21_STANDIN
+from helpers import ROOT, WAN21_SCRIPT, WAN21_STANDIN, make_wan21_dit_return_nan
 from helpers import run_script as run
 
 FAST = ["--size", "832*480", "--frame_num", "5", "--sample_steps", "12", "--base_seed", "0"]
@@ -259,14 +259,7 @@ def test_a_nan_from_the_dit_writes_no_video_and_fails(wan21_script, wan21_genera
     video = tmp_path / "nan.mp4"
     args = wan21_script.parse_args(wan21_generate, ["--task", "t2v-1.3B", "--ckpt_dir", ckpt, *FAST,
                                                     "--save_file", str(video)])
-    real = wan21_generate.wan.WanT2V
-
-    def poisoned(*a, **kw):
-        pipe = real(*a, **kw)
-        inner = pipe.model.forward
-        pipe.model.forward = lambda *x, **k: [torch.full_like(v, float("nan")) for v in inner(*x, **k)]
-        return pipe
-    monkeypatch.setattr(wan21_generate.wan, "WanT2V", poisoned)
+    make_wan21_dit_return_nan(monkeypatch, wan21_generate)
     with pytest.raises(wan21_script.InvalidOutput, match=r"nan.mp4 not written: the DiT returned NaN or Inf on 24 call"):
         wan21_script.run(wan21_generate, args)
     captured = capsys.readouterr()
