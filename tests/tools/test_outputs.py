@@ -53,8 +53,11 @@ def test_an_interrupted_write_leaves_nothing(tmp_path, signum):
             "    print('writing', flush=True)\n"
             "    time.sleep(60)\n"
             "atomic_write(sys.argv[2], slow)\n")
+    # a shell's background job inherits SIGINT ignored, and Python then installs no Ctrl-C handler:
+    # give the child the default disposition a terminal's foreground process has
     process = subprocess.Popen([sys.executable, "-c", code, ROOT, str(tmp_path / "v.mp4")], stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True)
+                               stderr=subprocess.PIPE, text=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     assert process.stdout.readline().strip() == "writing"
     assert len(list(tmp_path.iterdir())) == 1  # the temporary file, hidden
     process.send_signal(signum)
