@@ -1022,7 +1022,7 @@ class EasyCacheXPolicy(Policy):
     name = "easycache-x"
     uses_timestep = True
 
-    def __init__(self, threshold: float = 0.12, warmup_steps: int = 3, gamma: float = 0.5,
+    def __init__(self, threshold: float = 0.15, warmup_steps: int = 3, gamma: float = 0.5,
                  estimator: str = "auto"):
         if not (threshold >= 0 and math.isfinite(threshold)):
             raise ValueError(f"threshold must be a finite number >= 0, got {threshold}")
@@ -1125,7 +1125,7 @@ EASYCACHE_X = register(PolicySpec(
     title=lambda s: (f"EasyCache-X (thresh {s['threshold']}, warm-up {s['warmup_steps']}, gamma {s['gamma']}, "
                      f"estimator {s['estimator']})"),
     flags=(
-        Flag("x_thresh", "threshold", float, 0.12, "tau: reuse while the accumulated estimated error stays below "
+        Flag("x_thresh", "threshold", float, 0.15, "tau: reuse while the accumulated estimated error stays below "
              "it; 0 computes every step", finite_at_least(0)),
         Flag("x_ret_steps", "warmup_steps", int, 3, "warm-up: the first steps are always computed, as is the last",
              at_least(0)),
@@ -1138,7 +1138,7 @@ EASYCACHE_X = register(PolicySpec(
     prepare=check_settings,
     exact={"threshold": 0.0, "warmup_steps": 0},
     eager={"threshold": 1.0, "warmup_steps": 3},
-    knob=("threshold", (0.06, 0.09, 0.12, 0.18, 0.25)),
+    knob=("threshold", (0.075, 0.15, 0.36)),
 ))
 
 # --- easycache/policies/diagnosis.py ---
