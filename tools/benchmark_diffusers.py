@@ -572,10 +572,13 @@ def plot(by_method: Dict[str, List[Result]], path: str) -> Optional[str]:
     except ImportError:
         return "matplotlib not installed: no plot"
     fig, ax = plt.subplots(figsize=(7.5, 4.6))
-    for name, results in by_method.items():
+    colours = list(plt.get_cmap("tab10").colors) + ["#000000", "#8c6d31", "#393b79", "#637939", "#d6616b"]
+    for index, (name, results) in enumerate(by_method.items()):
         curve = frontier(settings_of(results))
-        style = "-" if REGISTRY[name].source == "ours" else ("--" if REGISTRY[name].source == "diffusers" else ":")
-        ax.plot([s.speedup for s in curve], [s.score for s in curve], style, marker="o", ms=3, label=name)
+        source = REGISTRY[name].source
+        style = "-" if source == "ours" else ("--" if source == "diffusers" else ":")
+        ax.plot([s.speedup for s in curve], [s.score for s in curve], style, marker="o", ms=3, label=name,
+                color=colours[index % len(colours)], lw=2.0 if name in (REFERENCE, "easycache-x") else 1.2)
     for t in TARGETS:
         ax.axvline(t, color="grey", lw=0.6, alpha=0.5)
     ax.set_xlabel("ideal speed-up (uncached work / computed work, counted)")
