@@ -77,3 +77,14 @@ def make_wan21_dit_return_nan(monkeypatch, wan21_generate):
         pipe.model.forward = lambda *x, **k: [torch.full_like(v, float("nan")) for v in inner(*x, **k)]
         return pipe
     monkeypatch.setattr(wan21_generate.wan, "WanT2V", poisoned)
+
+
+def loss_before_and_after_one_step(loss, optimizer):
+    """``loss()`` before and after one optimiser step on it (the training-step tests of both test beds)."""
+    before = loss()
+    optimizer.zero_grad()
+    before.backward()
+    optimizer.step()
+    with torch.no_grad():
+        after = loss()
+    return before, after

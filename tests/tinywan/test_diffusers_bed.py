@@ -13,6 +13,7 @@ from tinywan import data
 from tinywan import diffusers_bed as bed
 from tinywan import train as tinywan_train
 from tinywan.train_diffusers import DiffusersTrainer, FrozenTextFeatures, WanContract, main, parse_args, record_sample
+from helpers import loss_before_and_after_one_step
 
 SMALL = bed.transformer_config(heads=2, head_dim=16, ffn=32, layers=1)
 SMALL_ARGS = ["--heads", "2", "--head-dim", "16", "--ffn", "32", "--layers", "1"]
@@ -101,12 +102,7 @@ def test_one_training_step_lowers_the_loss(parts):
     def loss():
         return tinywan_train.flow_matching_loss(dit, text, latents, captions, torch.Generator().manual_seed(1),
                                                 shift=3.0, cfg_drop=0.0)
-    before = loss()
-    opt.zero_grad()
-    before.backward()
-    opt.step()
-    with torch.no_grad():
-        after = loss()
+    before, after = loss_before_and_after_one_step(loss, opt)
     assert after < before
 
 

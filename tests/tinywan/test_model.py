@@ -12,6 +12,7 @@ from tinywan.sample import TinyWanT2V, sample_latents, shift_sigma, sigmas_for, 
 from tinywan.text import TextEncoder
 from tinywan.train import Trainer, flow_matching_loss, parse_args
 from tinywan.vae import FrameAutoencoder
+from helpers import loss_before_and_after_one_step
 
 SMALL = dict(dim=32, ffn_dim=64, num_heads=2, num_layers=2, text_dim=16)
 
@@ -75,12 +76,7 @@ def test_one_training_step_lowers_the_loss():
     def loss():
         return flow_matching_loss(model, text, latents, captions, torch.Generator().manual_seed(1),
                                   shift=3.0, cfg_drop=0.0)
-    before = loss()
-    opt.zero_grad()
-    before.backward()
-    opt.step()
-    with torch.no_grad():
-        after = loss()
+    before, after = loss_before_and_after_one_step(loss, opt)
     assert after < before
 
 
