@@ -5,7 +5,8 @@ Copy this one file into the root of a HunyuanVideo checkout (https://github.com/
 and run it as you run ``sample_video.py``; every flag of hyvideo/config.py keeps its meaning and
 default, because the parser *is* HunyuanVideo's, with these flags added (all of them: --help):
 
-    --cache NAME               easycache (default); teacache, magcache, deltacache, uniform: peers
+    --cache NAME               easycache (default); easycache-x: ours, extrapolates (--x-thresh ...);
+                               teacache, magcache, deltacache, uniform: peers
                                and baselines for comparison; none: the baseline, uncached
     --thresh 0.025             tau: reuse while the accumulated indicator stays below it
     --ret-steps 5              warm-up steps always computed (the last step is, too); --ret_steps also works

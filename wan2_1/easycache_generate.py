@@ -5,7 +5,8 @@ Copy this one file into the root of a Wan2.1 checkout (https://github.com/Wan-Vi
 and run it as you run ``generate.py``; every generate.py flag keeps its meaning and default,
 because the parser *is* generate.py's, with these flags added (all of them: --help):
 
-    --cache NAME               easycache (default); teacache, magcache, deltacache, uniform: peers
+    --cache NAME               easycache (default); easycache-x: ours, extrapolates (--x_thresh ...);
+                               teacache, magcache, deltacache, uniform: peers
                                and baselines for comparison; none: the baseline, uncached
     --thresh 0.05              tau: reuse while the accumulated indicator stays below it
     --ret_steps 10             warm-up steps always computed (the last step is, too)

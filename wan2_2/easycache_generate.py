@@ -6,7 +6,8 @@ Copy this one file into the root of a Wan2.2 checkout (https://github.com/Wan-Vi
 run it as you run ``generate.py``; every generate.py flag keeps its meaning and default, because
 the parser *is* generate.py's, with these flags added (all of them: --help):
 
-    --cache NAME               easycache (default); teacache, magcache, deltacache, uniform: peers
+    --cache NAME               easycache (default); easycache-x: ours, extrapolates (--x_thresh ...);
+                               teacache, magcache, deltacache, uniform: peers
                                and baselines for comparison; none: the baseline, uncached
     --thresh TAU               tau (default: 0.06 for t2v-A14B, 0.05 for i2v-A14B and ti2v-5B)
     --ret_steps 7              warm-up steps always computed (A14B: the high-noise expert's)
