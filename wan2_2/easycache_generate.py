@@ -144,9 +144,9 @@ that registers it (name, flags, how it is built, its report title), and the arit
 policies share. A policy is pure tensor math: it never sees a model, only tensors.
 
 Per video the runtime calls ``start_video(num_steps)``. Per DiT call it calls, for a policy that
-``uses_timestep``, ``locate(step, branch, timestep)``, then ``decide(step, branch, indicator, agree)`` -- on every call when ``per_branch`` is true,
-otherwise on branch 0 only, the other branches of that step following branch 0's decision --
-and then, for each cached part (the whole model, or a segment of blocks), either
+``uses_timestep``, ``locate(step, branch, timestep)``, then ``decide(step, branch, indicator,
+agree)`` -- on every call when ``per_branch`` is true, otherwise on branch 0 only, the other
+branches of that step following branch 0's decision -- and then, for each cached part (the whole model, or a segment of blocks), either
 ``record_computed(key, before, after)`` once the part ran or ``reuse(key, before)`` in its
 place. ``key`` is always ``(branch, segment)``; whole-model caching has one segment, 0.
 """
@@ -1011,9 +1011,11 @@ def estimate(estimator: str, gamma: float, s_t: float, x_t: Tensors, newer: Comp
     raise ValueError(f"unknown estimator {estimator!r}")
 
 
-def relative_error(estimated: Tensors, actual: Tensors) -> float:
-    norm = mean_abs(actual).item()
-    return mean_abs_diff(estimated, actual).item() / norm if norm > 0 else math.nan
+def relative_errors(estimates: Sequence[Tensors], actual: Tensors) -> List[float]:
+    """mean|v̂ - v| / mean|v| of each estimate, read with one synchronization (NaN where mean|v| is
+    0 or not finite)."""
+    norm, *differences = torch.stack([mean_abs(actual), *(mean_abs_diff(e, actual) for e in estimates)]).tolist()
+    return [d / norm if norm > 0 and math.isfinite(norm) else math.nan for d in differences]
 
 
 class EasyCacheXPolicy(Policy):
@@ -1088,7 +1090,7 @@ class EasyCacheXPolicy(Policy):
         history = self.history.setdefault(branch, [])
         if len(history) == 2:
             gap = abs(s - history[1][0])
-            errors = [relative_error(estimate(e, self.gamma, s, x, history[1], history[0]), v) for e in ESTIMATORS]
+            errors = relative_errors([estimate(e, self.gamma, s, x, history[1], history[0]) for e in ESTIMATORS], v)
             measured = torch.tensor([e / gap if gap > 0 else math.nan for e in errors], dtype=torch.float64,
                                     device=v[0].device)  # where the collective runs (NCCL: on the GPU)
             measured = self.most_cautious(measured)
@@ -1236,16 +1238,15 @@ class EstimatorRecorder(Policy):
         window = self.window.setdefault(branch, {})
         measured = self.measured.setdefault(branch, {
             gap: {"steps": [], "s": [], "errors": {e: [] for e in DIAGNOSIS_ESTIMATORS}} for gap in DIAGNOSIS_GAPS})
-        gaps, differences = [], []
+        gaps, estimates = [], []
         for gap in DIAGNOSIS_GAPS:
             newer, older = window.get(step - gap), window.get(step - 2 * gap)
             if newer is None or older is None:
                 continue
             gaps.append(gap)
-            differences += [mean_abs_diff(estimate(e, self.gamma, s, x, newer, older), v) for e in DIAGNOSIS_ESTIMATORS]
+            estimates += [estimate(e, self.gamma, s, x, newer, older) for e in DIAGNOSIS_ESTIMATORS]
         if gaps:
-            norm, *differences = torch.stack([mean_abs(v), *differences]).tolist()  # one synchronization
-            errors = iter([d / norm if norm > 0 and math.isfinite(norm) else math.nan for d in differences])
+            errors = iter(relative_errors(estimates, v))
             for gap in gaps:
                 measured[gap]["steps"].append(step)
                 measured[gap]["s"].append(s)

@@ -3,9 +3,9 @@ that registers it (name, flags, how it is built, its report title), and the arit
 policies share. A policy is pure tensor math: it never sees a model, only tensors.
 
 Per video the runtime calls ``start_video(num_steps)``. Per DiT call it calls, for a policy that
-``uses_timestep``, ``locate(step, branch, timestep)``, then ``decide(step, branch, indicator, agree)`` -- on every call when ``per_branch`` is true,
-otherwise on branch 0 only, the other branches of that step following branch 0's decision --
-and then, for each cached part (the whole model, or a segment of blocks), either
+``uses_timestep``, ``locate(step, branch, timestep)``, then ``decide(step, branch, indicator,
+agree)`` -- on every call when ``per_branch`` is true, otherwise on branch 0 only, the other
+branches of that step following branch 0's decision -- and then, for each cached part (the whole model, or a segment of blocks), either
 ``record_computed(key, before, after)`` once the part ran or ``reuse(key, before)`` in its
 place. ``key`` is always ``(branch, segment)``; whole-model caching has one segment, 0.
 """

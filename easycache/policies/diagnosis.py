@@ -37,8 +37,8 @@ from typing import Dict, List, Optional, Sequence
 
 import torch
 
-from easycache.policies.base import Agree, Decision, Key, Policy, Tensors, mean_abs, mean_abs_diff
-from easycache.policies.easycache_x import Computed, estimate
+from easycache.policies.base import Agree, Decision, Key, Policy, Tensors
+from easycache.policies.easycache_x import Computed, estimate, relative_errors
 
 DIAGNOSIS_ESTIMATORS = {
     "delta": "x_t + (v_i - x_i): EasyCache's reuse of the transformation vector",
@@ -95,16 +95,15 @@ class EstimatorRecorder(Policy):
         window = self.window.setdefault(branch, {})
         measured = self.measured.setdefault(branch, {
             gap: {"steps": [], "s": [], "errors": {e: [] for e in DIAGNOSIS_ESTIMATORS}} for gap in DIAGNOSIS_GAPS})
-        gaps, differences = [], []
+        gaps, estimates = [], []
         for gap in DIAGNOSIS_GAPS:
             newer, older = window.get(step - gap), window.get(step - 2 * gap)
             if newer is None or older is None:
                 continue
             gaps.append(gap)
-            differences += [mean_abs_diff(estimate(e, self.gamma, s, x, newer, older), v) for e in DIAGNOSIS_ESTIMATORS]
+            estimates += [estimate(e, self.gamma, s, x, newer, older) for e in DIAGNOSIS_ESTIMATORS]
         if gaps:
-            norm, *differences = torch.stack([mean_abs(v), *differences]).tolist()  # one synchronization
-            errors = iter([d / norm if norm > 0 and math.isfinite(norm) else math.nan for d in differences])
+            errors = iter(relative_errors(estimates, v))
             for gap in gaps:
                 measured[gap]["steps"].append(step)
                 measured[gap]["s"].append(s)

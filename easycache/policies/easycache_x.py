@@ -60,9 +60,11 @@ def estimate(estimator: str, gamma: float, s_t: float, x_t: Tensors, newer: Comp
     raise ValueError(f"unknown estimator {estimator!r}")
 
 
-def relative_error(estimated: Tensors, actual: Tensors) -> float:
-    norm = mean_abs(actual).item()
-    return mean_abs_diff(estimated, actual).item() / norm if norm > 0 else math.nan
+def relative_errors(estimates: Sequence[Tensors], actual: Tensors) -> List[float]:
+    """mean|v̂ - v| / mean|v| of each estimate, read with one synchronization (NaN where mean|v| is
+    0 or not finite)."""
+    norm, *differences = torch.stack([mean_abs(actual), *(mean_abs_diff(e, actual) for e in estimates)]).tolist()
+    return [d / norm if norm > 0 and math.isfinite(norm) else math.nan for d in differences]
 
 
 class EasyCacheXPolicy(Policy):
@@ -137,7 +139,7 @@ class EasyCacheXPolicy(Policy):
         history = self.history.setdefault(branch, [])
         if len(history) == 2:
             gap = abs(s - history[1][0])
-            errors = [relative_error(estimate(e, self.gamma, s, x, history[1], history[0]), v) for e in ESTIMATORS]
+            errors = relative_errors([estimate(e, self.gamma, s, x, history[1], history[0]) for e in ESTIMATORS], v)
             measured = torch.tensor([e / gap if gap > 0 else math.nan for e in errors], dtype=torch.float64,
                                     device=v[0].device)  # where the collective runs (NCCL: on the GPU)
             measured = self.most_cautious(measured)
